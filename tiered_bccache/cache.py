@@ -1,0 +1,625 @@
+"""TieredBytecodeCache: the walk down the tiers, promotion, write-through."""
+
+from __future__ import annotations
+
+import logging
+import marshal
+import os
+import time
+import types
+import weakref
+from collections.abc import Callable, Sequence
+from hashlib import sha1
+from typing import Any
+
+from filelock import FileLock, Timeout
+from jinja2 import Environment
+from jinja2.bccache import Bucket, BytecodeCache
+
+from .breaker import CircuitBreaker
+from .entry import EntryCodec
+from .errors import ConfigurationError, EntryError, TierError
+from .fingerprint import autoescape_flag, environment_fingerprint, environment_shape
+from .secret import resolve_secret
+from .stats import CacheStats, RateLimitedLog, TierCounters, snapshot
+from .tiers._validate import positive_int_or_none, positive_number
+from .tiers.base import Tier
+from .tiers.filesystem import FileSystemTier
+from .trace import TraceWriter
+
+__all__ = ["TieredBytecodeCache"]
+
+logger = logging.getLogger("tiered_bccache")
+
+#: Beyond this many (name, filename) pairs per environment the key memo starts over.
+_MAX_MEMO = 65536
+
+
+class _Bucket(Bucket):
+    """Jinja's bucket, with the source kept for the memory tier's exact comparison and the
+    checksum computed only when a byte tier needs it."""
+
+    def __init__(self, environment: Environment, key: str, source: str | None) -> None:
+        self.environment = environment
+        self.key = key
+        self.source = source
+        self._checksum: str | None = None
+        self.code: types.CodeType | None = None
+        self.lease: FileLock | None = None
+
+    @property  # type: ignore[override]
+    def checksum(self) -> str:
+        if self._checksum is None:
+            assert self.source is not None
+            self._checksum = sha1(self.source.encode("utf-8")).hexdigest()
+        return self._checksum
+
+    @checksum.setter
+    def checksum(self, value: str) -> None:
+        self._checksum = value
+
+
+class _EnvState:
+    """What the cache computed once for one environment."""
+
+    __slots__ = ("__weakref__", "env_ref", "fingerprint", "keys", "shape")
+
+    def __init__(self, env: Environment) -> None:
+        self.env_ref = weakref.ref(env)
+        self.shape = environment_shape(env)
+        self.fingerprint = environment_fingerprint(env)
+        self.keys: dict[tuple[str, str | None], str] = {}
+
+
+class _Slot:
+    """One tier as the cache drives it: its counters and, for a remote tier, a breaker."""
+
+    __slots__ = (
+        "breaker",
+        "compress",
+        "counters",
+        "lease",
+        "max_entry_size",
+        "name",
+        "objects",
+        "tier",
+    )
+
+    def __init__(self, tier: Any, name: str, breaker: CircuitBreaker | None) -> None:
+        self.tier = tier
+        self.name = name
+        self.objects = bool(getattr(tier, "holds_objects", False))
+        self.compress = bool(getattr(tier, "compress", False))
+        self.max_entry_size: int | None = getattr(tier, "max_entry_size", None)
+        self.breaker = breaker
+        lease = getattr(tier, "lease", None)
+        self.lease: Callable[[str], FileLock] | None = lease if callable(lease) else None
+        self.counters = TierCounters()
+
+
+class TieredBytecodeCache(BytecodeCache):
+    """A Jinja bytecode cache over an ordered list of tiers, fastest first.
+
+    A lookup walks the tiers in order; the first valid entry for this template, this
+    exact source and this environment's settings wins and is promoted into every tier
+    above it. A dump writes through to every tier. Keys include a fingerprint of the
+    settings that change generated code (see :mod:`tiered_bccache.fingerprint`), so one
+    cache may serve differently configured environments.
+
+    Arguments:
+        tiers: the tiers, fastest first (any non-empty list; each instance once).
+        secret: the MAC key for entries in byte tiers (at least 16 bytes, the same on
+            every host sharing a remote tier); default ``$TIERED_BCCACHE_SECRET``, else a
+            random host key in the first filesystem tier's directory.
+        allow_unsigned: accept a remote tier without a secret. Unsafe: whoever can write
+            to the tier runs code in the application.
+        strict: raise tier failures as :class:`TierError` instead of isolating them.
+        lease_timeout: how long a process waits for another process of the host that is
+            compiling the same template (through the first tier offering ``lease``).
+        breaker_threshold, breaker_cooldown: consecutive failures that open a remote
+            tier's circuit breaker, and seconds before it is probed again.
+        trace: a file to record an access trace to (for ``tiered-bccache tune``).
+
+    Error handling:
+        At construction, a wrong argument raises :class:`ConfigurationError` naming it
+        (:class:`InsecureConfigurationError` for a remote tier with no secret).
+        At lookup and dump, nothing raises into a render unless ``strict`` is set: an
+        exception from a tier is counted in ``stats()``, logged to the
+        ``tiered_bccache`` logger at most once per 30 s per tier and operation, and the
+        walk goes on with the next tier (a dump still writes to the others). A remote
+        tier that keeps failing is skipped by its circuit breaker. An entry that is
+        corrupt, truncated, from another Python or Jinja version, signed with another
+        key, or for an older source is a miss, counted as rejected and never
+        unmarshalled; the template is compiled and the entry overwritten. With
+        ``strict=True``, tier exceptions raise :class:`TierError` (rejected entries
+        stay misses). The composite succeeds when the template renders; every failure
+        is visible in ``stats()`` and the log.
+
+    Example::
+
+        cache = TieredBytecodeCache(
+            [MemoryTier(max_entries=512), FileSystemTier("/var/cache/app/jinja")],
+        )
+        env = Environment(loader=FileSystemLoader("templates"), bytecode_cache=cache)
+    """
+
+    def __init__(
+        self,
+        tiers: Sequence[Tier],
+        *,
+        secret: bytes | str | None = None,
+        allow_unsigned: bool = False,
+        strict: bool = False,
+        lease_timeout: float = 2.0,
+        breaker_threshold: int = 2,
+        breaker_cooldown: float = 2.0,
+        trace: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._tiers = _check_tiers(tiers)
+        self._options: dict[str, Any] = {
+            "secret": secret,
+            "allow_unsigned": allow_unsigned,
+            "strict": strict,
+            "lease_timeout": lease_timeout,
+            "breaker_threshold": breaker_threshold,
+            "breaker_cooldown": breaker_cooldown,
+        }
+        self.strict = bool(strict)
+        self.lease_timeout = positive_number("lease_timeout", lease_timeout, allow_zero=True)
+        threshold = positive_int_or_none("breaker_threshold", breaker_threshold)
+        cooldown = positive_number("breaker_cooldown", breaker_cooldown)
+        byte_tiers = [t for t in self._tiers if not getattr(t, "holds_objects", False)]
+        key = resolve_secret(
+            secret,
+            key_file_dirs=[t.directory for t in byte_tiers if isinstance(t, FileSystemTier)],
+            unsigned_tiers=[_name(t) for t in byte_tiers if not isinstance(t, FileSystemTier)],
+            allow_unsigned=bool(allow_unsigned),
+        )
+        self._codec = EntryCodec(key)
+        self._slots: tuple[_Slot, ...] = tuple(
+            _Slot(
+                tier,
+                _name(tier),
+                CircuitBreaker(failure_threshold=threshold or 2, cooldown=cooldown)
+                if getattr(tier, "remote", False)
+                else None,
+            )
+            for tier in self._tiers
+        )
+        self._lease_slot = next((s for s in self._slots if s.lease is not None), None)
+        self._states: dict[int, _EnvState] = {}
+        self._log = RateLimitedLog(logger)
+        self._trace: TraceWriter | None = None
+        self._reset_totals()
+        if trace is not None:
+            self.start_trace(trace)
+
+    # -- pickling: a copy is the configuration, with empty memory and fresh connections --
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (list(self._tiers), self._options))
+
+    def __repr__(self) -> str:
+        return f"TieredBytecodeCache({list(self._tiers)!r})"
+
+    @property
+    def tiers(self) -> tuple[Tier, ...]:
+        """The tiers, in lookup order."""
+        return self._tiers
+
+    # -- environments -------------------------------------------------------------------
+
+    def _state(self, env: Environment) -> _EnvState:
+        state = _EnvState(env)
+        env_id = id(env)
+        self._states[env_id] = state
+        # Forget the environment when it goes away, so that a new object that happens
+        # to get the same id() is never served its predecessor's fingerprint.
+        weakref.finalize(env, self._states.pop, env_id, None)
+        return state
+
+    def refresh(self, environment: Environment) -> None:
+        """Recompute ``environment``'s fingerprint after changing a setting that the
+        per-lookup check does not see (it sees filters, tests, extensions, autoescape,
+        finalize and async mode being changed)."""
+        self._states.pop(id(environment), None)
+
+    def fingerprint(self, environment: Environment) -> str:
+        """The digest of ``environment``'s code-generation settings used in keys."""
+        return environment_fingerprint(environment)
+
+    def _tier_key(self, state: _EnvState, env: Environment, name: str, filename: str | None) -> str:
+        if len(state.keys) >= _MAX_MEMO:
+            state.keys.clear()
+        key = (
+            state.fingerprint
+            + autoescape_flag(env, name)
+            + "-"
+            + self.get_cache_key(name, filename)
+        )
+        state.keys[(name, filename)] = key
+        return key
+
+    # -- Jinja's interface ----------------------------------------------------------------
+
+    def get_bucket(
+        self, environment: Environment, name: str, filename: str | None, source: str
+    ) -> Bucket:
+        """Look the template up in every tier; Jinja compiles when ``bucket.code`` is
+        None and hands the bucket back to :meth:`set_bucket`."""
+        state = self._states.get(id(environment))
+        if (
+            state is None
+            or state.env_ref() is not environment
+            or state.shape != environment_shape(environment)
+        ):
+            state = self._state(environment)
+        key = state.keys.get((name, filename))
+        if key is None:
+            key = self._tier_key(state, environment, name, filename)
+        bucket = _Bucket(environment, key, source)
+        self.lookups += 1
+        start = 0
+        first = self._slots[0]
+        if first.objects:
+            # The hit path: a memory hit for the very same source costs one dict lookup
+            # and one string comparison (no hashing of the source).
+            entry = first.tier.get(key)
+            if entry is not None and entry[0] == source:
+                first.counters.hits += 1
+                self.hits += 1
+                bucket.code = entry[2]
+                if self._trace is not None:
+                    self._trace.record(key, entry[3])
+                return bucket
+            first.counters.misses += 1
+            if entry is not None:
+                first.counters.rejected_stale += 1
+            start = 1
+        size = self._load(bucket, source, start)
+        if size is None and self._lease_slot is not None:
+            self._take_lease(bucket, source)
+        elif size is not None and self._trace is not None:
+            self._trace.record(key, size)
+        return bucket
+
+    def set_bucket(self, bucket: Bucket) -> None:
+        """Write freshly compiled code through to every tier."""
+        try:
+            self.dump_bytecode(bucket)
+        finally:
+            lease = getattr(bucket, "lease", None)
+            if lease is not None:
+                bucket.lease = None  # type: ignore[attr-defined]
+                _release(lease)
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        """Fill ``bucket.code`` from the first tier holding a valid entry (a no-op on a
+        miss). Works for Jinja's own buckets too; for those, a callable autoescape is
+        keyed by its identity, since the template name is not known."""
+        if not isinstance(bucket, _Bucket):
+            bucket.key = self._plain_key(bucket)
+        self._load(bucket, getattr(bucket, "source", None))
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        """Write ``bucket.code`` to every tier."""
+        code = bucket.code
+        if code is None:
+            return
+        if not isinstance(bucket, _Bucket):
+            bucket.key = self._plain_key(bucket)
+        raw = marshal.dumps(code)
+        self.compiles += 1
+        source = getattr(bucket, "source", None)
+        self._store(
+            self._slots, bucket.key, source, bucket.checksum, code, raw, None, promotion=False
+        )
+        if self._trace is not None:
+            self._trace.record(bucket.key, len(raw))
+
+    def clear(self) -> None:
+        """Empty every tier (memcached by namespace generation, never ``flush_all``)."""
+        for slot in self._slots:
+            try:
+                slot.tier.clear()
+            except Exception as exc:
+                self._failed(slot, "clear", exc)
+
+    def _plain_key(self, bucket: Bucket) -> str:
+        key = bucket.key
+        if "-" in key:  # already one of ours
+            return key
+        env = bucket.environment
+        state = self._states.get(id(env))
+        fingerprint = (
+            state.fingerprint
+            if state is not None and state.env_ref() is env
+            else environment_fingerprint(env)
+        )
+        return fingerprint + ("?" if callable(env.autoescape) else "") + "-" + key
+
+    # -- the walk -------------------------------------------------------------------------
+
+    def _load(self, bucket: Bucket, source: str | None, start: int = 0) -> int | None:
+        """Walk the tiers from ``start``; on a hit fill ``bucket.code``, promote, and
+        return the entry size; on a miss return None."""
+        key = bucket.key
+        for index in range(start, len(self._slots)):
+            slot = self._slots[index]
+            counters = slot.counters
+            breaker = slot.breaker
+            if breaker is not None and not breaker.allow():
+                counters.skipped += 1
+                continue
+            data: bytes | None = None
+            if slot.objects:
+                try:
+                    entry = slot.tier.get(key)
+                except Exception as exc:
+                    self._failed(slot, "get", exc)
+                    continue
+                if entry is None:
+                    counters.misses += 1
+                    continue
+                fresh = (
+                    entry[0] == source
+                    if source is not None and entry[0] is not None
+                    else entry[1] == bucket.checksum
+                )
+                if not fresh:
+                    counters.rejected_stale += 1
+                    counters.misses += 1
+                    continue
+                code: types.CodeType = entry[2]
+                size: int = entry[3]
+            else:
+                started = time.perf_counter_ns()
+                try:
+                    data = slot.tier.get(key)
+                except Exception as exc:
+                    self._failed(slot, "get", exc)
+                    continue
+                finally:
+                    counters.latency.observe(time.perf_counter_ns() - started)
+                if breaker is not None:
+                    breaker.success()
+                if data is None:
+                    counters.misses += 1
+                    continue
+                counters.bytes_read += len(data)
+                try:
+                    code = self._codec.decode(key, bucket.checksum, data)
+                except EntryError as exc:
+                    counters.reject(exc.reason)
+                    counters.misses += 1
+                    if exc.reason != "stale":  # a changed template is routine, not news
+                        self._log.warning(
+                            f"{slot.name}:reject",
+                            "tiered_bccache: %s rejected an entry: %s",
+                            slot.name,
+                            exc,
+                        )
+                    continue
+                size = len(data)
+            counters.hits += 1
+            self.hits += 1
+            bucket.code = code
+            if index:
+                self._store(
+                    self._slots[:index],
+                    key,
+                    source,
+                    bucket.checksum,
+                    code,
+                    None,
+                    data,
+                    promotion=True,
+                )
+            return size
+        self.misses += 1
+        return None
+
+    def _store(
+        self,
+        slots: Sequence[_Slot],
+        key: str,
+        source: str | None,
+        checksum: str,
+        code: types.CodeType,
+        raw: bytes | None,
+        data: bytes | None,
+        *,
+        promotion: bool,
+    ) -> None:
+        """Write one entry into ``slots``: the code object into memory tiers, an entry
+        into byte tiers (``data`` as read from a lower tier when promoting, so it is not
+        encoded again). One tier failing never stops the others."""
+        encoded: dict[bool, bytes] = {}
+        for slot in slots:
+            counters = slot.counters
+            if slot.breaker is not None and not slot.breaker.allow():
+                counters.skipped += 1
+                continue
+            try:
+                if slot.objects:
+                    if raw is None:
+                        raw = marshal.dumps(code)
+                    value: Any = (source, checksum, code, len(raw))
+                    size = len(raw)
+                    if slot.max_entry_size is not None and size > slot.max_entry_size:
+                        counters.skipped += 1
+                        continue
+                    slot.tier.set(key, value, size)
+                else:
+                    if data is not None:
+                        value = data
+                    else:
+                        value = encoded.get(slot.compress)
+                        if value is None:
+                            if raw is None:
+                                raw = marshal.dumps(code)
+                            value = encoded[slot.compress] = self._codec.encode(
+                                key, checksum, raw, compress=slot.compress
+                            )
+                    if slot.max_entry_size is not None and len(value) > slot.max_entry_size:
+                        counters.skipped += 1
+                        continue
+                    slot.tier.set(key, value)
+                    counters.bytes_written += len(value)
+                    if slot.breaker is not None:
+                        slot.breaker.success()
+            except Exception as exc:
+                self._failed(slot, "set", exc)
+                continue
+            counters.writes += 1
+            if promotion:
+                counters.promotions += 1
+
+    # -- the compile lease ----------------------------------------------------------------
+
+    def _take_lease(self, bucket: _Bucket, source: str) -> None:
+        """After a miss everywhere, make sure only one process of the host compiles the
+        template: take its lease, or wait for the holder's entry (at most
+        ``lease_timeout``), then look again."""
+        slot = self._lease_slot
+        assert slot is not None and slot.lease is not None
+        try:
+            lock = slot.lease(bucket.key)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                self.lease_waits += 1
+                try:
+                    lock.acquire(timeout=self.lease_timeout, poll_interval=0.002)
+                except Timeout:
+                    return  # the holder is stuck: compile without the lease
+                # The holder finished, failed, or died: its entry is there unless it failed.
+                if self._load(bucket, source) is not None:
+                    self.misses -= 1  # the first walk's miss turned into a hit
+                    _release(lock)
+                    return
+        except Exception as exc:
+            self._failed(slot, "lease", exc)
+            return
+        bucket.lease = lock
+        # If the compile raises, Jinja drops the bucket without calling set_bucket: the
+        # lease goes with it, so nobody waits on a template that does not compile.
+        weakref.finalize(bucket, _release, lock)
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def _failed(self, slot: _Slot, operation: str, exc: Exception) -> None:
+        slot.counters.errors += 1
+        if slot.breaker is not None and slot.breaker.failure():
+            logger.warning(
+                "tiered_bccache: %s is failing (%r); skipping it for %.1f s",
+                slot.name,
+                exc,
+                slot.breaker.cooldown,
+            )
+        else:
+            self._log.warning(
+                f"{slot.name}:{operation}",
+                "tiered_bccache: %s failed during %s: %r",
+                slot.name,
+                operation,
+                exc,
+            )
+        if self.strict:
+            raise TierError(slot.name, operation, exc) from exc
+
+    # -- observability --------------------------------------------------------------------
+
+    def _reset_totals(self) -> None:
+        self.lookups = 0
+        self.hits = 0
+        self.misses = 0
+        self.compiles = 0
+        self.lease_waits = 0
+
+    def stats(self) -> CacheStats:
+        """A snapshot of the counters of every tier and of the whole cache."""
+        return CacheStats(
+            tiers=tuple(
+                snapshot(s.name, s.counters, s.breaker.state if s.breaker is not None else "none")
+                for s in self._slots
+            ),
+            lookups=self.lookups,
+            hits=self.hits,
+            misses=self.misses,
+            compiles=self.compiles,
+            lease_waits=self.lease_waits,
+        )
+
+    def reset_stats(self) -> None:
+        """Start every counter from zero."""
+        for slot in self._slots:
+            slot.counters = TierCounters()
+        self._reset_totals()
+
+    def start_trace(self, path: str | os.PathLike[str]) -> None:
+        """Record every lookup (key and entry size) to ``path`` until :meth:`stop_trace`."""
+        self.stop_trace()
+        self._trace = TraceWriter(path)
+
+    def stop_trace(self) -> None:
+        trace, self._trace = self._trace, None
+        if trace is not None:
+            trace.close()
+
+    def close(self) -> None:
+        """Stop tracing and close the tiers' connections."""
+        self.stop_trace()
+        for tier in self._tiers:
+            closer = getattr(tier, "close", None)
+            if callable(closer):
+                closer()
+
+    def __enter__(self) -> TieredBytecodeCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _name(tier: object) -> str:
+    return str(getattr(tier, "name", type(tier).__name__))
+
+
+def _release(lock: FileLock) -> None:
+    try:
+        lock.release(force=True)
+    except Exception as exc:  # a lock file removed under us: nothing left to release
+        logger.debug("tiered_bccache: releasing a compile lease failed: %r", exc)
+
+
+def _check_tiers(tiers: object) -> tuple[Tier, ...]:
+    if isinstance(tiers, (str, bytes)) or not isinstance(tiers, Sequence):
+        raise ConfigurationError(f"tiers must be a list of tiers, got {type(tiers).__name__}")
+    if not tiers:
+        raise ConfigurationError("tiers must name at least one tier")
+    seen: dict[int, int] = {}
+    directories: dict[str, int] = {}
+    for index, tier in enumerate(tiers):
+        if not isinstance(tier, Tier):
+            raise ConfigurationError(
+                f"tiers[{index}] is a {type(tier).__name__}, not a tier "
+                "(a tier has get, set, delete and clear methods)"
+            )
+        if id(tier) in seen:
+            raise ConfigurationError(
+                f"tiers[{index}] is the same object as tiers[{seen[id(tier)]}]"
+            )
+        seen[id(tier)] = index
+        if isinstance(tier, FileSystemTier):
+            if tier.directory in directories:
+                first = directories[tier.directory]
+                raise ConfigurationError(
+                    f"tiers[{index}] uses the same directory as tiers[{first}]"
+                )
+            directories[tier.directory] = index
+    return tuple(tiers)  # type: ignore[arg-type]
+
+
+def _rebuild(tiers: list[Tier], options: dict[str, Any]) -> TieredBytecodeCache:
+    return TieredBytecodeCache(tiers, **options)

@@ -1,0 +1,165 @@
+"""The entry a byte tier stores: a small header, the marshalled code, and a MAC.
+
+Layout (all integers big-endian)::
+
+    magic        4  b"\\x89TBC"
+    format       1  FORMAT_VERSION
+    flags        1  bit 0: payload is zlib-compressed
+    py_magic     4  importlib.util.MAGIC_NUMBER of the writer
+    stamp_len    1
+    stamp        n  ASCII "jinja2 <version> bc<bc_version>" of the writer
+    checksum    40  ASCII hex SHA-1 of the template source (Jinja's own checksum)
+    payload      *  marshal.dumps(code), possibly compressed
+    mac         32  HMAC-SHA256(secret, len(key) || key || everything above)
+
+Nothing here uses pickle: Jinja's own ``Bucket.load_bytecode`` unpickles the checksum
+before any check, so whoever can write its cache runs code in the application. Here the
+MAC is checked before a byte of the payload is interpreted, and ``marshal`` only ever sees
+data this application's secret signed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib.util
+import marshal
+import struct
+import types
+import zlib
+from dataclasses import dataclass
+from hashlib import sha256
+
+import jinja2
+from jinja2.bccache import bc_version
+
+from .errors import EntryError
+
+__all__ = ["FORMAT_VERSION", "MAGIC", "EntryCodec", "EntryHeader"]
+
+MAGIC = b"\x89TBC"
+FORMAT_VERSION = 1
+FLAG_ZLIB = 0x01
+MAC_SIZE = 32
+CHECKSUM_SIZE = 40
+#: A decompressed payload larger than this is refused (the MAC already vouches for the
+#: writer; the bound keeps a buggy writer from exhausting memory).
+MAX_PAYLOAD = 64 * 1024 * 1024
+
+_PY_MAGIC = importlib.util.MAGIC_NUMBER
+_STAMP = f"jinja2 {jinja2.__version__} bc{bc_version}".encode("ascii")
+_FIXED = struct.Struct(">4sBB4sB")
+#: Used as the key when the user opted out of signing: the MAC then only detects
+#: corruption, never tampering.
+UNSIGNED_KEY = b"tiered_bccache unsigned entries: integrity only"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryHeader:
+    """What an entry says about itself, read without verifying it (for diagnostics)."""
+
+    format_version: int
+    compressed: bool
+    python_magic: bytes
+    stamp: str
+    checksum: str
+    payload_size: int
+
+
+class EntryCodec:
+    """Encodes and verifies entries under one secret.
+
+    ``secret`` of None means unsigned (integrity only); the cache decides whether that is
+    allowed. The codec is immutable and safe to share between threads.
+    """
+
+    __slots__ = ("_mac_base", "_prefix", "_prefix_z", "signed")
+
+    def __init__(self, secret: bytes | None) -> None:
+        self.signed = secret is not None
+        self._mac_base = hmac.new(secret if secret is not None else UNSIGNED_KEY, None, sha256)
+        self._prefix = _FIXED.pack(MAGIC, FORMAT_VERSION, 0, _PY_MAGIC, len(_STAMP)) + _STAMP
+        self._prefix_z = _FIXED.pack(MAGIC, FORMAT_VERSION, FLAG_ZLIB, _PY_MAGIC, len(_STAMP))
+        self._prefix_z += _STAMP
+
+    def _mac(self, key: bytes, body: bytes | memoryview) -> bytes:
+        h = self._mac_base.copy()
+        # The key is length-prefixed so that no (key, body) pair can be re-split into
+        # another valid pair: an entry is bound to the one key it was written under.
+        h.update(len(key).to_bytes(2, "big"))
+        h.update(key)
+        h.update(body)
+        return h.digest()
+
+    def encode(self, key: str, checksum: str, code: bytes, *, compress: bool = False) -> bytes:
+        """Return the entry for marshalled ``code`` of a template whose source has
+        ``checksum``, to be stored under ``key``."""
+        if len(checksum) != CHECKSUM_SIZE:
+            raise ValueError(f"checksum must be {CHECKSUM_SIZE} hex characters")
+        if compress:
+            body = self._prefix_z + checksum.encode("ascii") + zlib.compress(code, 1)
+        else:
+            body = self._prefix + checksum.encode("ascii") + code
+        return body + self._mac(key.encode("ascii"), body)
+
+    def decode(self, key: str, checksum: str, data: bytes) -> types.CodeType:
+        """Return the code object of a valid entry for ``key`` and a source with
+        ``checksum``; raise :class:`EntryError` for anything else, before unmarshalling."""
+        prefix = self._prefix
+        start = len(prefix) + CHECKSUM_SIZE
+        if len(data) < start + MAC_SIZE + 1:
+            raise EntryError("format", "truncated")
+        if not data.startswith(prefix):
+            if not data.startswith(self._prefix_z):
+                raise self._explain(data)
+        view = memoryview(data)
+        if not hmac.compare_digest(
+            self._mac(key.encode("ascii"), view[:-MAC_SIZE]), view[-MAC_SIZE:]
+        ):
+            raise EntryError("mac", "MAC mismatch (tampered, corrupt, or another secret)")
+        if view[len(prefix) : start] != checksum.encode("ascii"):
+            raise EntryError("stale", "the template source changed")
+        payload = view[start:-MAC_SIZE]
+        try:
+            if data[5] & FLAG_ZLIB:
+                inflater = zlib.decompressobj()
+                raw = inflater.decompress(payload, MAX_PAYLOAD)
+                if inflater.unconsumed_tail or not inflater.eof:
+                    raise EntryError("format", "compressed payload too large or cut short")
+                code = marshal.loads(raw)
+            else:
+                code = marshal.loads(payload)
+        except EntryError:
+            raise
+        except Exception as exc:  # marshal raises ValueError, EOFError, TypeError...
+            raise EntryError("code", f"payload does not unmarshal: {exc!r}") from None
+        if not isinstance(code, types.CodeType):
+            raise EntryError("code", f"payload is a {type(code).__name__}, not code")
+        return code
+
+    def _explain(self, data: bytes) -> EntryError:
+        """Say why an entry whose header does not match ours was refused."""
+        try:
+            header = read_header(data)
+        except EntryError as exc:
+            return exc
+        if header.format_version != FORMAT_VERSION:
+            return EntryError("version", f"entry format {header.format_version}")
+        return EntryError(
+            "version", f"written by Python magic {header.python_magic.hex()} / {header.stamp}"
+        )
+
+
+def read_header(data: bytes) -> EntryHeader:
+    """Parse an entry's header without verifying it; raise :class:`EntryError` if it is
+    not one of ours."""
+    if len(data) < _FIXED.size or data[:4] != MAGIC:
+        raise EntryError("format", "not a tiered_bccache entry")
+    _, fmt, flags, py_magic, stamp_len = _FIXED.unpack_from(data)
+    end = _FIXED.size + stamp_len + CHECKSUM_SIZE
+    if len(data) < end + MAC_SIZE:
+        raise EntryError("format", "truncated header")
+    stamp = data[_FIXED.size : _FIXED.size + stamp_len].decode("ascii", "replace")
+    checksum = data[end - CHECKSUM_SIZE : end].decode("ascii", "replace")
+    return EntryHeader(
+        fmt, bool(flags & FLAG_ZLIB), py_magic, stamp, checksum, len(data) - end - MAC_SIZE
+    )

@@ -1,0 +1,138 @@
+"""What of an Environment goes into the cache key.
+
+Jinja bakes many settings into the code it generates (delimiters, async mode, how each
+filter is called, finalize applied to constants at compile time, autoescape...). Jinja's
+own caches leave them out of the key, so environments that share a cache get each other's
+code (pallets/jinja#1738). Everything that changes generated code is hashed here; nothing
+that only matters at render time (loader, globals, undefined, cache sizes) is, so that
+environments configured alike in different processes share entries.
+
+The digest must be equal across processes and hosts: no ``id()``, no ``hash()`` of
+strings (randomised per process), no reprs that embed memory addresses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import marshal
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jinja2
+from jinja2 import Environment
+from jinja2.bccache import bc_version
+from jinja2.utils import _PassArg
+
+__all__ = ["autoescape_flag", "environment_fingerprint", "environment_shape"]
+
+_LEXER_SETTINGS = (
+    "block_start_string",
+    "block_end_string",
+    "variable_start_string",
+    "variable_end_string",
+    "comment_start_string",
+    "comment_end_string",
+    "line_statement_prefix",
+    "line_comment_prefix",
+    "trim_blocks",
+    "lstrip_blocks",
+    "newline_sequence",
+    "keep_trailing_newline",
+)
+#: Attributes that extensions set on the environment and that change what they parse.
+_EXTENSION_SETTINGS = ("newstyle_gettext",)
+
+
+def callable_identity(obj: object) -> str:
+    """A name for a callable that is stable across processes: where it is defined, and a
+    digest of its code, so that two lambdas in one module do not look alike."""
+    func: Any = getattr(obj, "__func__", obj)  # bound methods
+    qualname = getattr(func, "__qualname__", type(func).__qualname__)
+    name = f"{getattr(func, '__module__', '?')}.{qualname}"
+    code = getattr(func, "__code__", None)
+    if code is not None:
+        consts = getattr(func, "__defaults__", None)
+        try:
+            blob = marshal.dumps((code.co_code, code.co_consts, code.co_names, consts))
+        except ValueError:  # defaults that marshal cannot represent
+            blob = marshal.dumps((code.co_code, code.co_consts, code.co_names))
+        name += "#" + hashlib.sha256(blob).hexdigest()[:16]
+    return name
+
+
+def _pass_arg(func: Callable[..., Any]) -> str:
+    pass_arg = _PassArg.from_obj(func)
+    return pass_arg.name if pass_arg is not None else "-"
+
+
+def _calling_conventions(mapping: dict[str, Callable[..., Any]]) -> Iterable[str]:
+    # The compiler writes ``context``, ``eval_ctx`` or ``environment`` into the call of
+    # each filter and test depending on how it is decorated, and refuses unknown names.
+    for name in sorted(mapping):
+        yield f"{name}={_pass_arg(mapping[name])}"
+
+
+def environment_fingerprint(env: Environment) -> str:
+    """A 32-hex-digit digest of every setting of ``env`` that changes generated code,
+    plus the Python and Jinja versions. Autoescape is here only when it is a bool; a
+    callable autoescape is per template (see :func:`autoescape_flag`)."""
+    env_type = type(env)
+    parts: list[str] = [
+        f"python {importlib.util.MAGIC_NUMBER.hex()} {sys.implementation.cache_tag}",
+        f"jinja2 {jinja2.__version__} bc{bc_version}",
+        f"class {env_type.__module__}.{env_type.__qualname__}",
+        f"codegen {callable_identity(env.code_generator_class)}",
+        f"async {env.is_async}",
+        f"optimized {env.optimized}",
+        f"sandboxed {getattr(env, 'sandboxed', False)}",
+        f"binops {sorted(getattr(env, 'intercepted_binops', ()))}",
+        f"unops {sorted(getattr(env, 'intercepted_unops', ()))}",
+    ]
+    parts += [f"{name} {getattr(env, name)!r}" for name in _LEXER_SETTINGS]
+    autoescape = env.autoescape
+    if callable(autoescape):
+        parts.append(f"autoescape per-template {callable_identity(autoescape)}")
+    else:
+        parts.append(f"autoescape {bool(autoescape)}")
+    if env.finalize is None:
+        parts.append("finalize none")
+    else:
+        # Without a pass_* decorator finalize runs on constants at compile time, so its
+        # identity, not only its calling convention, is baked into the code.
+        finalize = env.finalize
+        parts.append(f"finalize {_pass_arg(finalize)} {callable_identity(finalize)}")
+    for ext_name in sorted(env.extensions):
+        ext = env.extensions[ext_name]
+        parts.append(f"ext {ext_name} priority={ext.priority}")
+    parts += [
+        f"{name} {getattr(env, name)!r}" for name in _EXTENSION_SETTINGS if hasattr(env, name)
+    ]
+    parts.append(f"policy ext.i18n.trimmed {env.policies.get('ext.i18n.trimmed')!r}")
+    parts += [f"filter {item}" for item in _calling_conventions(env.filters)]
+    parts += [f"test {item}" for item in _calling_conventions(env.tests)]
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]
+
+
+def environment_shape(env: Environment) -> tuple[object, ...]:
+    """A cheap token that changes when the settings users most often change after first
+    use do (a filter or test added, autoescape or finalize replaced). Compared on every
+    lookup, so it reads attributes only; other late changes need ``cache.refresh(env)``."""
+    return (
+        len(env.filters),
+        len(env.tests),
+        len(env.extensions),
+        env.autoescape,
+        env.finalize,
+        env.is_async,
+    )
+
+
+def autoescape_flag(env: Environment, name: str | None) -> str:
+    """The per-template part of the key: ``"e"`` or ``"r"`` when autoescape is a function
+    of the template name (``select_autoescape``), empty when it is a plain bool."""
+    autoescape = env.autoescape
+    if not callable(autoescape):
+        return ""
+    return "e" if autoescape(name) else "r"

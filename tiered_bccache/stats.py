@@ -1,0 +1,194 @@
+"""Counters and latency per tier, and the snapshot ``cache.stats()`` returns.
+
+Counters are plain attributes bumped without a lock: they sit on the hit path, and a lock
+there would cost more than the hit. Under threads an increment can very rarely be lost
+(``x += 1`` is not atomic), so counts are exact single-threaded and approximate, never
+decreasing, under threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, fields
+
+__all__ = ["CacheStats", "LatencyHistogram", "TierCounters", "TierStats"]
+
+#: Upper bounds, in microseconds, of the latency buckets (the last is unbounded).
+BUCKET_BOUNDS_US: tuple[int, ...] = tuple(2**i for i in range(21))  # 1 us .. ~1 s
+
+
+class LatencyHistogram:
+    """Power-of-two buckets from 1 microsecond to about a second, plus count and total."""
+
+    __slots__ = ("buckets", "count", "total_ns")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(BUCKET_BOUNDS_US) + 1)
+        self.count = 0
+        self.total_ns = 0
+
+    def observe(self, ns: int) -> None:
+        self.count += 1
+        self.total_ns += ns
+        self.buckets[min((ns // 1000).bit_length(), len(BUCKET_BOUNDS_US))] += 1
+
+    def quantile(self, q: float) -> float:
+        """An upper bound of the ``q`` quantile, in seconds (0.0 with no observation)."""
+        if not self.count:
+            return 0.0
+        rank = q * self.count
+        seen = 0
+        for i, n in enumerate(self.buckets):
+            seen += n
+            if seen >= rank and n:
+                bound = (
+                    BUCKET_BOUNDS_US[i] if i < len(BUCKET_BOUNDS_US) else 2 * BUCKET_BOUNDS_US[-1]
+                )
+                return bound / 1e6
+        return 2 * BUCKET_BOUNDS_US[-1] / 1e6
+
+
+@dataclass(slots=True)
+class TierCounters:
+    """The live, mutable counters of one tier (owned by the cache)."""
+
+    hits: int = 0
+    misses: int = 0
+    promotions: int = 0
+    writes: int = 0
+    rejected_mac: int = 0
+    rejected_format: int = 0
+    rejected_stale: int = 0
+    skipped: int = 0
+    errors: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    def reject(self, reason: str) -> None:
+        if reason == "mac":
+            self.rejected_mac += 1
+        elif reason == "stale":
+            self.rejected_stale += 1
+        else:
+            self.rejected_format += 1
+
+
+@dataclass(frozen=True, slots=True)
+class TierStats:
+    """A snapshot of one tier's counters.
+
+    ``skipped`` counts calls not made: an entry too large for the tier, or the tier's
+    circuit breaker open. ``rejected_*`` count entries found but refused: a failed MAC,
+    an unknown format or another Python/Jinja version, a changed source.
+    """
+
+    name: str
+    hits: int
+    misses: int
+    promotions: int
+    writes: int
+    rejected_mac: int
+    rejected_format: int
+    rejected_stale: int
+    skipped: int
+    errors: int
+    bytes_read: int
+    bytes_written: int
+    latency_count: int
+    latency_total: float
+    latency_p50: float
+    latency_p99: float
+    breaker: str
+
+    @property
+    def rejected(self) -> int:
+        return self.rejected_mac + self.rejected_format + self.rejected_stale
+
+    @property
+    def hit_ratio(self) -> float:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """A snapshot of the whole cache: ``tiers`` in lookup order, plus totals.
+
+    ``hits`` are lookups some tier answered, ``misses`` lookups that went to the
+    compiler, ``compiles`` code written back after one.
+    """
+
+    tiers: tuple[TierStats, ...]
+    lookups: int
+    hits: int
+    misses: int
+    compiles: int
+    lease_waits: int
+
+    @property
+    def hit_ratio(self) -> float:
+        return self.hits / self.lookups if self.lookups else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain data, for JSON."""
+        out: dict[str, object] = {
+            "lookups": self.lookups,
+            "hits": self.hits,
+            "misses": self.misses,
+            "compiles": self.compiles,
+            "lease_waits": self.lease_waits,
+            "hit_ratio": self.hit_ratio,
+        }
+        out["tiers"] = [{f.name: getattr(t, f.name) for f in fields(t)} for t in self.tiers]
+        return out
+
+
+def snapshot(name: str, c: TierCounters, breaker: str) -> TierStats:
+    lat = c.latency
+    return TierStats(
+        name=name,
+        hits=c.hits,
+        misses=c.misses,
+        promotions=c.promotions,
+        writes=c.writes,
+        rejected_mac=c.rejected_mac,
+        rejected_format=c.rejected_format,
+        rejected_stale=c.rejected_stale,
+        skipped=c.skipped,
+        errors=c.errors,
+        bytes_read=c.bytes_read,
+        bytes_written=c.bytes_written,
+        latency_count=lat.count,
+        latency_total=lat.total_ns / 1e9,
+        latency_p50=lat.quantile(0.5),
+        latency_p99=lat.quantile(0.99),
+        breaker=breaker,
+    )
+
+
+class RateLimitedLog:
+    """Logs the first of a run of like messages, then at most one per ``interval``
+    seconds with the count suppressed since: a tier that fails on every render must not
+    write a line per render."""
+
+    __slots__ = ("_last", "_logger", "_suppressed", "interval")
+
+    def __init__(self, logger: logging.Logger, interval: float = 30.0) -> None:
+        self._logger = logger
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, topic: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(topic)
+        if last is not None and now - last < self.interval:
+            self._suppressed[topic] = self._suppressed.get(topic, 0) + 1
+            return
+        self._last[topic] = now
+        suppressed = self._suppressed.pop(topic, 0)
+        if suppressed:
+            message += f" ({suppressed} similar messages suppressed)"
+        self._logger.warning(message, *args)

@@ -1,0 +1,79 @@
+"""The tier interface: what the cache asks of a storage, and nothing more.
+
+A byte tier stores opaque ``bytes`` under ``str`` keys. It knows nothing about Jinja,
+MACs or promotion: the cache hands it finished entries and verifies what comes back.
+Four methods make a tier; three optional attributes refine how the cache uses it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol, runtime_checkable
+
+__all__ = ["ByteTier", "Tier"]
+
+
+@runtime_checkable
+class Tier(Protocol):
+    """What every tier provides. ``get`` returns None for a missing key; ``delete`` of a
+    missing key is not an error; any other failure raises, and the cache counts and logs
+    it (a tier never swallows its own errors).
+
+    Optional attributes, read with defaults when absent:
+
+    - ``name`` (str): how stats and logs call the tier.
+    - ``remote`` (bool, default False): calls may stall on a network; the cache puts a
+      circuit breaker in front of the tier.
+    - ``max_entry_size`` (int or None): larger entries are skipped and counted.
+    - ``compress`` (bool, default False): entries for this tier are zlib-compressed.
+    """
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def set(self, key: str, value: bytes) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+class ByteTier:
+    """Convenience base for a user-written tier: the optional attributes with their
+    defaults. Subclass it and implement the four methods of :class:`Tier`::
+
+        class DictTier(ByteTier):
+            name = "dict"
+
+            def __init__(self) -> None:
+                self.data: dict[str, bytes] = {}
+
+            def get(self, key: str) -> bytes | None:
+                return self.data.get(key)
+
+            def set(self, key: str, value: bytes) -> None:
+                self.data[key] = value
+
+            def delete(self, key: str) -> None:
+                self.data.pop(key, None)
+
+            def clear(self) -> None:
+                self.data.clear()
+    """
+
+    name: str = "custom"
+    remote: bool = False
+    max_entry_size: int | None = None
+    compress: bool = False
+    #: Only :class:`~tiered_bccache.MemoryTier` holds code objects instead of bytes.
+    holds_objects: ClassVar[bool] = False
+
+    def get(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    def set(self, key: str, value: bytes) -> None:
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        raise NotImplementedError

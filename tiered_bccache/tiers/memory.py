@@ -1,0 +1,101 @@
+"""The in-process tier: a thread-safe LRU of ready code objects."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, ClassVar
+
+from cachetools import LRUCache
+
+from ..errors import ConfigurationError
+from ._validate import positive_int_or_none
+
+__all__ = ["MemoryTier"]
+
+
+def _weight(item: tuple[Any, int]) -> int:
+    return item[1]
+
+
+class MemoryTier:
+    """An LRU of values the cache hands it (code objects with their source), so a hit
+    costs no unmarshalling and no MAC: nothing here ever left the process.
+
+    ``max_entries`` bounds the count, ``max_bytes`` the total weight (an entry weighs its
+    marshalled size); give either or both. Safe under threads: cachetools' caches are not,
+    so every dictionary operation holds a lock, and only that.
+
+    Raises :class:`~tiered_bccache.ConfigurationError` for a bound that is not a positive
+    integer, or when both are None.
+    """
+
+    name = "memory"
+    remote = False
+    compress = False
+    holds_objects: ClassVar[bool] = True
+
+    def __init__(self, max_entries: int | None = 512, *, max_bytes: int | None = None) -> None:
+        self.max_entries = positive_int_or_none("max_entries", max_entries)
+        self.max_bytes = positive_int_or_none("max_bytes", max_bytes)
+        if self.max_entries is None and self.max_bytes is None:
+            raise ConfigurationError("MemoryTier needs max_entries or max_bytes (or both)")
+        #: An entry larger than the whole tier is skipped rather than flushing everything.
+        self.max_entry_size = self.max_bytes
+        self._lock = threading.Lock()
+        self._lru: LRUCache[str, tuple[Any, int]]
+        if self.max_bytes is not None:
+            self._lru = LRUCache(self.max_bytes, getsizeof=_weight)
+        else:
+            assert self.max_entries is not None
+            self._lru = LRUCache(self.max_entries)
+
+    def __repr__(self) -> str:
+        return f"MemoryTier(max_entries={self.max_entries!r}, max_bytes={self.max_bytes!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A copy is a new, empty tier with the same bounds: code objects stay in-process.
+        return (_rebuild, (self.max_entries, self.max_bytes))
+
+    def get(self, key: str) -> Any:
+        """The value stored under ``key``, or None; a hit becomes the most recent entry."""
+        with self._lock:
+            item = self._lru.get(key)
+        return None if item is None else item[0]
+
+    def set(self, key: str, value: Any, size: int = 1) -> None:
+        """Store ``value`` weighing ``size`` bytes, evicting the least recently used."""
+        item = (value, max(size, 1))
+        with self._lock:
+            try:
+                self._lru[key] = item
+            except ValueError:  # cachetools' "value too large": larger than max_bytes
+                self._lru.pop(key, None)
+                return
+            if self.max_entries is not None and self.max_bytes is not None:
+                while len(self._lru) > self.max_entries:
+                    self._lru.popitem()
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._lru.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._lru.clear()
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    @property
+    def currsize(self) -> int:
+        """The total weight held: bytes with ``max_bytes``, else the entry count."""
+        return int(self._lru.currsize)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is held, without making it the most recent."""
+        with self._lock:
+            return key in self._lru
+
+
+def _rebuild(max_entries: int | None, max_bytes: int | None) -> MemoryTier:
+    return MemoryTier(max_entries, max_bytes=max_bytes)
