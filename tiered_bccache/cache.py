@@ -10,7 +10,7 @@ import types
 import weakref
 from collections.abc import Callable, Sequence
 from hashlib import sha1
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 from jinja2 import Environment
@@ -25,7 +25,9 @@ from .stats import CacheStats, RateLimitedLog, TierCounters, snapshot
 from .tiers._validate import positive_int_or_none, positive_number
 from .tiers.base import Tier
 from .tiers.filesystem import FileSystemTier
-from .trace import TraceWriter
+
+if TYPE_CHECKING:
+    from .trace import TraceWriter
 
 __all__ = ["TieredBytecodeCache"]
 
@@ -559,6 +561,8 @@ class TieredBytecodeCache(BytecodeCache):
 
     def start_trace(self, path: str | os.PathLike[str]) -> None:
         """Record every lookup (key and entry size) to ``path`` until :meth:`stop_trace`."""
+        from .trace import TraceWriter  # only users who trace pay for the import
+
         self.stop_trace()
         self._trace = TraceWriter(path)
 

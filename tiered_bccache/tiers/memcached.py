@@ -6,6 +6,7 @@ import hashlib
 import re
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -137,6 +138,8 @@ class MemcachedTier:
             parsed = [parse_server(s) for s in self._servers]
             self.client: Any = self._make_client(parsed)
             self.name = "memcached:" + ",".join(self._servers)
+            # Connections we opened are closed when the tier goes away.
+            weakref.finalize(self, self.client.close)
         else:
             self.client = servers
             self.name = f"memcached:{type(servers).__name__}"

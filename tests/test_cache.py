@@ -1,0 +1,378 @@
+"""The composite: the walk down, promotion, write-through, clear, and Jinja's interface."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from jinja2 import DictLoader, Environment, FileSystemLoader
+from jinja2.bccache import Bucket
+
+from tests.conftest import SECRET, MemcachedServer
+from tiered_bccache import (
+    ByteTier,
+    ConfigurationError,
+    FileSystemTier,
+    InsecureConfigurationError,
+    MemcachedTier,
+    MemoryTier,
+    TieredBytecodeCache,
+    TierError,
+)
+
+TEMPLATES = {
+    "base.html": "<title>{% block title %}{% endblock %}</title>{% block body %}{% endblock %}",
+    "macros.html": "{% macro item(x) %}<li>{{ x|title }}</li>{% endmacro %}",
+    "page.html": (
+        "{% extends 'base.html' %}{% import 'macros.html' as m %}"
+        "{% block title %}Page{% endblock %}"
+        "{% block body %}{% for x in items %}{{ m.item(x) }}{% endfor %}{% endblock %}"
+    ),
+}
+EXPECTED = "<title>Page</title><li>A</li><li>B</li>"
+
+
+class DictTier(ByteTier):
+    """A user-written byte tier: a dict."""
+
+    name = "dict"
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def set(self, key: str, value: bytes) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    def clear(self) -> None:
+        self.data.clear()
+
+
+class BrokenTier(DictTier):
+    """A tier whose storage fails on every call, as a full or vanished disk would."""
+
+    name = "broken"
+
+    def get(self, key: str) -> bytes | None:
+        raise OSError(28, "No space left on device")
+
+    def set(self, key: str, value: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    def clear(self) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def render(
+    cache: TieredBytecodeCache, templates: dict[str, str] | None = None, **env_options: object
+) -> str:
+    env = Environment(
+        loader=DictLoader(templates or TEMPLATES), bytecode_cache=cache, cache_size=0, **env_options
+    )
+    return env.get_template("page.html").render(items=["a", "b"])
+
+
+def fs_entries(tier: FileSystemTier) -> int:
+    return tier.size()[0]
+
+
+def test_snippet_from_the_readme_works_with_three_tiers(
+    tmp_path: Path, memcached: MemcachedServer, mc_prefix: str
+) -> None:
+    """The three-tier configuration renders, and a new cache over the same shared tiers hits."""
+    tiers = [
+        MemoryTier(max_entries=512),
+        FileSystemTier(tmp_path),
+        MemcachedTier([memcached.address], prefix=mc_prefix),
+    ]
+    cache = TieredBytecodeCache(tiers, secret=SECRET)
+    assert render(cache) == EXPECTED
+    assert cache.stats().compiles == 3
+    again = TieredBytecodeCache(
+        [
+            MemoryTier(max_entries=512),
+            FileSystemTier(tmp_path),
+            MemcachedTier([memcached.address], prefix=mc_prefix),
+        ],
+        secret=SECRET,
+    )
+    assert render(again) == EXPECTED
+    stats = again.stats()
+    assert stats.compiles == 0
+    assert [t.hits for t in stats.tiers] == [0, 3, 0]
+
+
+def test_hit_in_second_tier_promotes_into_first(tmp_path: Path) -> None:
+    """A filesystem hit fills the memory tier above it, so the next lookup is a memory hit."""
+    fs = FileSystemTier(tmp_path)
+    render(TieredBytecodeCache([fs]))
+    memory = MemoryTier()
+    cache = TieredBytecodeCache([memory, FileSystemTier(tmp_path)])
+    assert render(cache) == EXPECTED
+    assert len(memory) == 3
+    assert [t.promotions for t in cache.stats().tiers] == [3, 0]
+    assert render(cache) == EXPECTED
+    assert [t.hits for t in cache.stats().tiers] == [3, 3]
+
+
+def test_hit_in_third_tier_promotes_into_second_and_first(
+    tmp_path: Path, memcached: MemcachedServer, mc_prefix: str
+) -> None:
+    """A memcached hit fills the filesystem and the memory tiers above it."""
+    render(TieredBytecodeCache([MemcachedTier(memcached.address, prefix=mc_prefix)], secret=SECRET))
+    memory, fs = MemoryTier(), FileSystemTier(tmp_path)
+    cache = TieredBytecodeCache(
+        [memory, fs, MemcachedTier(memcached.address, prefix=mc_prefix)], secret=SECRET
+    )
+    assert render(cache) == EXPECTED
+    assert len(memory) == 3 and fs_entries(fs) == 3
+    assert [t.promotions for t in cache.stats().tiers] == [3, 3, 0]
+    assert cache.stats().compiles == 0
+
+
+def test_dump_writes_through_to_every_tier(tmp_path: Path) -> None:
+    """A compile stores the entry in each tier, byte tiers and memory alike."""
+    memory, fs, user = MemoryTier(), FileSystemTier(tmp_path / "fs"), DictTier()
+    cache = TieredBytecodeCache([memory, fs, user], secret=SECRET)
+    render(cache)
+    assert len(memory) == 3 and fs_entries(fs) == 3 and len(user.data) == 3
+    assert [t.writes for t in cache.stats().tiers] == [3, 3, 3]
+
+
+def test_failing_tier_does_not_stop_the_others_or_the_render(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tier that raises is counted and logged; the tiers below still get the write."""
+    user = DictTier()
+    cache = TieredBytecodeCache([MemoryTier(), BrokenTier(), user], secret=SECRET)
+    assert render(cache) == EXPECTED
+    stats = cache.stats()
+    assert stats.tiers[1].errors == 6  # three gets, three sets
+    assert len(user.data) == 3
+    assert any("broken failed" in r.getMessage() for r in caplog.records)
+    assert len([r for r in caplog.records if "broken failed during set" in r.getMessage()]) == 1
+
+
+def test_strict_mode_raises_tier_errors(tmp_path: Path) -> None:
+    """With strict=True a tier failure surfaces as TierError naming the tier."""
+    cache = TieredBytecodeCache([BrokenTier()], secret=SECRET, strict=True)
+    with pytest.raises(TierError, match="broken"):
+        render(cache)
+
+
+def test_changed_source_is_never_served_old_code(tmp_path: Path) -> None:
+    """After an edit every tier misses on the old entry and the new source renders."""
+    loader_dir = tmp_path / "templates"
+    loader_dir.mkdir()
+    (loader_dir / "t.html").write_text("old {{ x }}")
+    cache = TieredBytecodeCache([MemoryTier(), FileSystemTier(tmp_path / "cache")])
+    env = Environment(loader=FileSystemLoader(loader_dir), bytecode_cache=cache, cache_size=0)
+    assert env.get_template("t.html").render(x=1) == "old 1"
+    (loader_dir / "t.html").write_text("new {{ x }}")
+    assert env.get_template("t.html").render(x=1) == "new 1"
+    fresh = TieredBytecodeCache([MemoryTier(), FileSystemTier(tmp_path / "cache")])
+    env2 = Environment(loader=FileSystemLoader(loader_dir), bytecode_cache=fresh, cache_size=0)
+    assert env2.get_template("t.html").render(x=2) == "new 2"
+    assert fresh.stats().compiles == 0
+
+
+def test_clear_empties_every_tier(
+    tmp_path: Path, memcached: MemcachedServer, mc_prefix: str
+) -> None:
+    """clear() leaves no entry in memory, on disk or in memcached (by generation)."""
+    memory, fs = MemoryTier(), FileSystemTier(tmp_path)
+    mc = MemcachedTier(memcached.address, prefix=mc_prefix)
+    cache = TieredBytecodeCache([memory, fs, mc], secret=SECRET)
+    render(cache)
+    cache.clear()
+    assert len(memory) == 0 and fs_entries(fs) == 0
+    cache.reset_stats()
+    render(cache)
+    assert cache.stats().compiles == 3
+
+
+def test_any_order_one_tier_and_same_kind_twice(tmp_path: Path) -> None:
+    """Tier lists of any shape work: one tier, memory last, two directories."""
+    for tiers in (
+        [MemoryTier()],
+        [FileSystemTier(tmp_path / "a")],
+        [FileSystemTier(tmp_path / "b"), MemoryTier()],
+        [FileSystemTier(tmp_path / "c"), FileSystemTier(tmp_path / "d")],
+    ):
+        cache = TieredBytecodeCache(tiers)  # type: ignore[arg-type]
+        assert render(cache) == EXPECTED
+        assert render(cache) == EXPECTED
+        assert cache.stats().compiles == 3
+    # A memory tier below a filesystem tier is promoted from into the filesystem tier.
+    fs = FileSystemTier(tmp_path / "e")
+    memory = MemoryTier()
+    cache = TieredBytecodeCache([fs, memory])
+    render(cache)
+    for entry in os.scandir(fs.directory):
+        if entry.name.endswith(".tbc"):
+            os.unlink(entry.path)
+    assert render(cache) == EXPECTED
+    assert fs_entries(fs) == 3
+    assert cache.stats().tiers[0].promotions == 3
+
+
+@pytest.mark.parametrize(
+    ("tiers", "message"),
+    [
+        ([], "at least one tier"),
+        ("memory", "list of tiers"),
+        ([object()], r"tiers\[0\] is a object"),
+    ],
+)
+def test_bad_tier_lists_are_refused_at_construction(tiers: object, message: str) -> None:
+    """An empty list, a string, or a non-tier raises ConfigurationError naming it."""
+    with pytest.raises(ConfigurationError, match=message):
+        TieredBytecodeCache(tiers)  # type: ignore[arg-type]
+
+
+def test_same_tier_twice_is_refused(tmp_path: Path) -> None:
+    """One tier instance twice, or one directory twice, is a configuration error."""
+    memory = MemoryTier()
+    with pytest.raises(ConfigurationError, match=r"tiers\[1\] is the same object as tiers\[0\]"):
+        TieredBytecodeCache([memory, memory])
+    with pytest.raises(ConfigurationError, match="same directory"):
+        TieredBytecodeCache([FileSystemTier(tmp_path), FileSystemTier(tmp_path)])
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("lease_timeout", -1),
+        ("breaker_threshold", 0),
+        ("breaker_cooldown", 0),
+        ("secret", b"short"),
+    ],
+)
+def test_bad_options_are_refused_naming_them(option: str, value: object) -> None:
+    """Each numeric option and the secret are checked at construction."""
+    with pytest.raises(ConfigurationError, match=option):
+        TieredBytecodeCache([MemoryTier()], **{option: value})  # type: ignore[arg-type]
+
+
+def test_memcached_without_secret_is_refused(memcached: MemcachedServer) -> None:
+    """A remote tier needs a secret unless allow_unsigned=True says otherwise."""
+    with pytest.raises(InsecureConfigurationError, match="secret"):
+        TieredBytecodeCache([MemcachedTier(memcached.address)])
+    TieredBytecodeCache([MemcachedTier(memcached.address)], allow_unsigned=True)
+
+
+def test_environment_with_the_cache_pickles_as_configuration(tmp_path: Path) -> None:
+    """A pickled environment's cache has the same tiers, an empty memory tier, and works."""
+    cache = TieredBytecodeCache([MemoryTier(max_entries=7), FileSystemTier(tmp_path)])
+    env = Environment(loader=DictLoader(TEMPLATES), bytecode_cache=cache, cache_size=0)
+    env.get_template("page.html").render(items=[])
+    copy = pickle.loads(pickle.dumps(env))
+    copied = copy.bytecode_cache
+    assert isinstance(copied, TieredBytecodeCache)
+    memory = copied.tiers[0]
+    assert isinstance(memory, MemoryTier) and len(memory) == 0 and memory.max_entries == 7
+    assert copy.get_template("page.html").render(items=["a", "b"]) == EXPECTED
+    assert copied.stats().tiers[1].hits == 3
+
+
+def test_plain_jinja_buckets_load_and_dump(tmp_path: Path) -> None:
+    """load_bytecode / dump_bytecode work on buckets made by Jinja's own get_bucket path."""
+    cache = TieredBytecodeCache([MemoryTier(), FileSystemTier(tmp_path)])
+    env = Environment()
+    source = "hello {{ name }}"
+    key = cache.get_cache_key("t", None)
+    bucket = Bucket(env, key, cache.get_source_checksum(source))
+    cache.load_bytecode(bucket)
+    assert bucket.code is None
+    bucket.code = env.compile(source, "t")  # type: ignore[assignment]
+    cache.dump_bytecode(bucket)
+    again = Bucket(env, key, cache.get_source_checksum(source))
+    fresh = TieredBytecodeCache([MemoryTier(), FileSystemTier(tmp_path)])
+    fresh.load_bytecode(again)
+    assert again.code is not None
+    assert (
+        env.template_class.from_code(env, again.code, env.make_globals(None)).render(name="x")
+        == "hello x"
+    )
+
+
+def test_entries_too_large_for_a_tier_are_skipped_and_counted(tmp_path: Path) -> None:
+    """An entry above a tier's max_entry_size is not written there, and counted as skipped."""
+    small = DictTier()
+    small.max_entry_size = 10
+    cache = TieredBytecodeCache([MemoryTier(), small], secret=SECRET)
+    assert render(cache) == EXPECTED
+    assert small.data == {}
+    assert cache.stats().tiers[1].skipped == 3
+
+
+def test_filter_added_after_first_use_changes_the_key(tmp_path: Path) -> None:
+    """An environment that gains a filter after its first load stops using its old entries."""
+    cache = TieredBytecodeCache([MemoryTier()])
+    env = Environment(
+        loader=DictLoader({"t": "{{ 'a'|upper }}"}), bytecode_cache=cache, cache_size=0
+    )
+    env.get_template("t")
+    before = cache.fingerprint(env)
+    env.filters["shout"] = str.upper
+    env.get_template("t")
+    assert cache.fingerprint(env) != before
+    assert cache.stats().compiles == 2
+
+
+def test_second_process_finds_entries_in_filesystem_and_memcached(
+    tmp_path: Path, memcached: MemcachedServer, mc_prefix: str
+) -> None:
+    """Entries written by this process are hits in another process, from disk and from memcached."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    for name, source in TEMPLATES.items():
+        (templates / name).write_text(source)
+    render_dir = str(templates)
+    cache = TieredBytecodeCache(
+        [
+            MemoryTier(),
+            FileSystemTier(tmp_path / "fs"),
+            MemcachedTier(memcached.address, prefix=mc_prefix),
+        ],
+        secret=SECRET,
+    )
+    env = Environment(loader=FileSystemLoader(render_dir), bytecode_cache=cache)
+    env.get_template("page.html").render(items=["a", "b"])
+    child = textwrap.dedent(
+        f"""
+        import json, sys
+        from jinja2 import Environment, FileSystemLoader
+        from tiered_bccache import *
+        tiers = [MemoryTier()]
+        if sys.argv[1] == "fs":
+            tiers.append(FileSystemTier({str(tmp_path / "fs")!r}))
+        tiers.append(MemcachedTier({memcached.address!r}, prefix={mc_prefix!r}))
+        cache = TieredBytecodeCache(tiers, secret={SECRET!r})
+        env = Environment(loader=FileSystemLoader({render_dir!r}), bytecode_cache=cache)
+        out = env.get_template("page.html").render(items=["a", "b"])
+        s = cache.stats()
+        print(json.dumps([out, s.compiles, [t.hits for t in s.tiers]]))
+        """
+    )
+    for where, hits in (("fs", [0, 3, 0]), ("mc", [0, 3])):
+        result = subprocess.run(
+            [sys.executable, "-c", child, where],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        out, compiles, tier_hits = json.loads(result.stdout)
+        assert (out, compiles, tier_hits) == (EXPECTED, 0, hits)
