@@ -444,10 +444,13 @@ class TieredBytecodeCache(BytecodeCache):
                 continue
             try:
                 if slot.objects:
-                    if raw is None:
+                    # Weigh a promoted entry by the bytes it came in: marshalling the
+                    # code again just to measure it would cost more than the hit.
+                    size = len(raw) if raw is not None else len(data) if data is not None else 0
+                    if not size:
                         raw = marshal.dumps(code)
-                    value: Any = (source, checksum, code, len(raw))
-                    size = len(raw)
+                        size = len(raw)
+                    value: Any = (source, checksum, code, size)
                     if slot.max_entry_size is not None and size > slot.max_entry_size:
                         counters.skipped += 1
                         continue
