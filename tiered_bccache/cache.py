@@ -49,7 +49,7 @@ class _Bucket(Bucket):
         self.code: types.CodeType | None = None
         self.lease: FileLock | None = None
 
-    @property  # type: ignore[override]
+    @property
     def checksum(self) -> str:
         if self._checksum is None:
             assert self.source is not None
@@ -625,7 +625,7 @@ def _check_tiers(tiers: object) -> tuple[Tier, ...]:
                     f"tiers[{index}] uses the same directory as tiers[{first}]"
                 )
             directories[tier.directory] = index
-    return tuple(tiers)  # type: ignore[arg-type]
+    return tuple(tiers)
 
 
 def _rebuild(tiers: list[Tier], options: dict[str, Any]) -> TieredBytecodeCache:

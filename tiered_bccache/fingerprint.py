@@ -17,7 +17,7 @@ import hashlib
 import importlib.util
 import marshal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jinja2
@@ -67,7 +67,7 @@ def _pass_arg(func: Callable[..., Any]) -> str:
     return pass_arg.name if pass_arg is not None else "-"
 
 
-def _calling_conventions(mapping: dict[str, Callable[..., Any]]) -> Iterable[str]:
+def _calling_conventions(mapping: Mapping[str, Any]) -> Iterable[str]:
     # The compiler writes ``context``, ``eval_ctx`` or ``environment`` into the call of
     # each filter and test depending on how it is decorated, and refuses unknown names.
     for name in sorted(mapping):
