@@ -75,13 +75,15 @@ class CircuitBreaker:
                 self._open_until = 0.0
                 self._probing = False
 
-    def failure(self) -> bool:
-        """Record a call that failed; True when this failure opened the breaker."""
+    def failure(self, *, trip: bool = False) -> bool:
+        """Record a call that failed; True when this failure opened the breaker.
+
+        ``trip`` opens the breaker at once whatever the count: a call that timed out
+        already cost the page a full timeout, and the next one would cost another."""
         with self._lock:
             self._failures += 1
-            if self._probing or (
-                self._open_until == 0.0 and self._failures >= self.failure_threshold
-            ):
+            threshold_reached = trip or self._failures >= self.failure_threshold
+            if self._probing or (self._open_until == 0.0 and threshold_reached):
                 was_closed = self._open_until == 0.0
                 self._open_until = self._clock() + self.cooldown
                 self._probing = False

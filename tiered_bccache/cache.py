@@ -515,7 +515,8 @@ class TieredBytecodeCache(BytecodeCache):
 
     def _failed(self, slot: _Slot, operation: str, exc: Exception) -> None:
         slot.counters.errors += 1
-        if slot.breaker is not None and slot.breaker.failure():
+        # A timeout means a hung server: open at once rather than pay a second one.
+        if slot.breaker is not None and slot.breaker.failure(trip=isinstance(exc, TimeoutError)):
             logger.warning(
                 "tiered_bccache: %s is failing (%r); skipping it for %.1f s",
                 slot.name,
