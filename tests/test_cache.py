@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jinja2 import DictLoader, Environment, FileSystemLoader
@@ -22,6 +23,7 @@ from tiered_bccache import (
     InsecureConfigurationError,
     MemcachedTier,
     MemoryTier,
+    Tier,
     TieredBytecodeCache,
     TierError,
 )
@@ -75,7 +77,7 @@ class BrokenTier(DictTier):
 
 
 def render(
-    cache: TieredBytecodeCache, templates: dict[str, str] | None = None, **env_options: object
+    cache: TieredBytecodeCache, templates: dict[str, str] | None = None, **env_options: Any
 ) -> str:
     env = Environment(
         loader=DictLoader(templates or TEMPLATES), bytecode_cache=cache, cache_size=0, **env_options
@@ -91,7 +93,7 @@ def test_snippet_from_the_readme_works_with_three_tiers(
     tmp_path: Path, memcached: MemcachedServer, mc_prefix: str
 ) -> None:
     """The three-tier configuration renders, and a new cache over the same shared tiers hits."""
-    tiers = [
+    tiers: list[Tier] = [
         MemoryTier(max_entries=512),
         FileSystemTier(tmp_path),
         MemcachedTier([memcached.address], prefix=mc_prefix),
@@ -295,7 +297,7 @@ def test_plain_jinja_buckets_load_and_dump(tmp_path: Path) -> None:
     bucket = Bucket(env, key, cache.get_source_checksum(source))
     cache.load_bytecode(bucket)
     assert bucket.code is None
-    bucket.code = env.compile(source, "t")  # type: ignore[assignment]
+    bucket.code = env.compile(source, "t")
     cache.dump_bytecode(bucket)
     again = Bucket(env, key, cache.get_source_checksum(source))
     fresh = TieredBytecodeCache([MemoryTier(), FileSystemTier(tmp_path)])
@@ -376,3 +378,133 @@ def test_second_process_finds_entries_in_filesystem_and_memcached(
         )
         out, compiles, tier_hits = json.loads(result.stdout)
         assert (out, compiles, tier_hits) == (EXPECTED, 0, hits)
+
+
+class PlantedPickle:
+    """Unpickling this creates a file: what an attacker plants in a shared cache."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Path.touch, (Path(self.path),))
+
+
+def _plant_cases(valid: bytes, other_secret_entry: bytes, evil_path: str) -> dict[str, bytes]:
+    from jinja2.bccache import bc_magic
+
+    flipped = bytearray(valid)
+    flipped[len(flipped) // 2] ^= 0x01
+    return {
+        "flipped byte": bytes(flipped),
+        "truncated": valid[: len(valid) // 2],
+        "other secret": other_secret_entry,
+        "jinja format with a pickle": bc_magic + pickle.dumps(PlantedPickle(evil_path), 2),
+        "garbage": os.urandom(300),
+        "empty": b"",
+    }
+
+
+def _planted_tier_test(tmp_path: Path, make_tier: object) -> None:
+    evil_path = str(tmp_path / "pwned")
+    assert callable(make_tier)
+    tier = make_tier()
+    render(TieredBytecodeCache([tier], secret=SECRET))
+    keys = _keys_of(tier)
+    assert len(keys) == 3
+    valid = {k: tier.get(k) for k in keys}
+    other = make_tier()
+    render(TieredBytecodeCache([other], secret=b"another-secret-of-enough-length"))
+    other_entries = {k: other.get(k) for k in keys}
+    for label in _plant_cases(b"x" * 100, b"", evil_path):
+        for key in keys:
+            entry, other_entry = valid[key], other_entries[key]
+            assert entry is not None and other_entry is not None
+            tier.set(key, _plant_cases(entry, other_entry, evil_path)[label])
+        cache = TieredBytecodeCache([MemoryTier(), tier], secret=SECRET)
+        assert render(cache) == EXPECTED, label
+        stats = cache.stats()
+        assert stats.compiles == 3, label
+        assert stats.tiers[1].rejected == 3, label
+        assert stats.tiers[1].errors == 0, label
+        assert not os.path.exists(evil_path), f"{label}: the planted pickle ran"
+        # The rejected entries were overwritten with valid ones.
+        assert render(TieredBytecodeCache([tier], secret=SECRET)) == EXPECTED
+
+
+def _keys_of(tier: object) -> list[str]:
+    if isinstance(tier, FileSystemTier):
+        return sorted(
+            e.name[: -len(".tbc")] for e in os.scandir(tier.directory) if e.name.endswith(".tbc")
+        )
+    assert isinstance(tier, MemcachedTier)
+    prefix = f"{tier.prefix}:{tier._generation()}:"
+    return sorted(k[len(prefix) :] for k in SERVER_KEYS(tier) if k.startswith(prefix))
+
+
+def SERVER_KEYS(tier: MemcachedTier) -> list[str]:  # noqa: N802 - set by the fixture below
+    raise AssertionError("memcached fixture not set")
+
+
+def test_planted_entries_on_disk_are_misses_and_never_run(tmp_path: Path) -> None:
+    """Flipped, truncated, foreign-secret, pickled and garbage files are rejected misses."""
+    directory = tmp_path / "cache"
+    _planted_tier_test(tmp_path, lambda: FileSystemTier(directory))
+
+
+def test_planted_entries_in_memcached_are_misses_and_never_run(
+    tmp_path: Path, memcached: MemcachedServer, mc_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same plants in a real memcached are rejected misses too."""
+    monkeypatch.setitem(globals(), "SERVER_KEYS", lambda tier: memcached.keys())
+    _planted_tier_test(tmp_path, lambda: MemcachedTier(memcached.address, prefix=mc_prefix))
+
+
+def test_jinja_own_cache_runs_the_planted_pickle(tmp_path: Path) -> None:
+    """The baseline: Jinja's FileSystemBytecodeCache executes what is planted in its directory."""
+    from jinja2 import FileSystemBytecodeCache
+    from jinja2.bccache import bc_magic
+
+    (tmp_path / "jinja").mkdir()
+    jinja_cache = FileSystemBytecodeCache(str(tmp_path / "jinja"))
+    env = Environment(loader=DictLoader(TEMPLATES), bytecode_cache=jinja_cache, cache_size=0)
+    env.get_template("base.html")
+    (entry,) = [p for p in (tmp_path / "jinja").iterdir() if p.name.endswith(".cache")]
+    evil_path = tmp_path / "pwned"
+    entry.write_bytes(bc_magic + pickle.dumps(PlantedPickle(str(evil_path)), 2))
+    try:
+        env.get_template("base.html")
+    except Exception:
+        pass  # it may fail afterwards; the damage is done when unpickling
+    assert evil_path.exists()
+
+
+def test_rejections_are_logged_at_most_once_per_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tier full of bad entries logs one line per interval, not one per lookup."""
+    fs = FileSystemTier(tmp_path)
+    render(TieredBytecodeCache([fs]))
+    for entry in os.scandir(fs.directory):
+        if entry.name.endswith(".tbc"):
+            Path(entry.path).write_bytes(b"garbage" * 20)
+    cache = TieredBytecodeCache([fs])
+    caplog.set_level("WARNING", logger="tiered_bccache")
+    render(cache)
+    assert cache.stats().tiers[0].rejected_format == 3
+    assert len([r for r in caplog.records if "rejected an entry" in r.getMessage()]) == 1
+
+
+def test_trace_records_every_lookup_with_entry_sizes(tmp_path: Path) -> None:
+    """With trace= every lookup is one record: hits with the entry size, misses at dump."""
+    from tiered_bccache.trace import read_trace
+
+    trace = tmp_path / "trace.txt"
+    cache = TieredBytecodeCache([MemoryTier()], trace=trace)
+    render(cache)
+    render(cache)
+    cache.stop_trace()
+    records = list(read_trace(trace))
+    assert len(records) == 6
+    assert all(r.size > 0 for r in records)
+    assert len({r.key for r in records}) == 3
