@@ -22,6 +22,9 @@ __all__ = ["FileSystemTier", "default_directory"]
 _SUFFIX = ".tbc"
 _TMP_PREFIX = ".tmp-"
 _LOCKS = ".locks"
+#: The lock that serializes pruning and clear; the leading dot keeps it apart from
+#: every key's lease (a key's file name never starts with one).
+_PRUNE_LOCK = ".prune"
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 _READ_FLAGS |= getattr(os, "O_CLOEXEC", 0)
@@ -96,7 +99,9 @@ class FileSystemTier:
         return f"FileSystemTier({self.directory!r}, max_bytes={self.max_bytes!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self._given, self.max_bytes))
+        # The absolute directory: a copy may be loaded where the working directory
+        # differs. None stays None, so that the copy takes its own user's default.
+        return (_rebuild, (None if self._given is None else self.directory, self.max_bytes))
 
     def _ensure_directory(self) -> None:
         try:
@@ -112,9 +117,7 @@ class FileSystemTier:
 
     def path(self, key: str) -> str:
         """The file that holds ``key``: always inside the directory, whatever the key."""
-        if _SAFE_KEY.fullmatch(key) is None:
-            key = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-        return os.path.join(self.directory, key + _SUFFIX)
+        return os.path.join(self.directory, _file_name(key) + _SUFFIX)
 
     def get(self, key: str) -> bytes | None:
         # Don't test for existence before opening: the file may vanish in between.
@@ -177,17 +180,20 @@ class FileSystemTier:
         _unlink(self.path(key))
 
     def clear(self) -> None:
-        with self._lock("prune", timeout=10.0):
+        with self._lock(_PRUNE_LOCK, timeout=10.0):
             for entry in self._scan():
-                _unlink(entry.path)
+                # Entries only: a fresh temporary file may be another process's write in
+                # progress, which removing it would fail. Pruning takes the stale ones.
+                if entry.name.endswith(_SUFFIX):
+                    _unlink(entry.path)
+            self._prune_locked()
 
     def lease(self, key: str) -> FileLock:
         """A lock file for ``key`` that the cache holds while it compiles the template,
         so that the other processes of the host wait for its entry instead of compiling
         it again. The kernel drops an flock when its holder dies, so a crashed compiler
         never leaves the others waiting."""
-        name = key if _SAFE_KEY.fullmatch(key) else hashlib.sha256(key.encode()).hexdigest()
-        return self._lock(name, timeout=0)
+        return self._lock(_file_name(key), timeout=0)
 
     def _lock(self, name: str, *, timeout: float) -> FileLock:
         locks = os.path.join(self.directory, _LOCKS)
@@ -195,6 +201,10 @@ class FileSystemTier:
             os.mkdir(locks, 0o700)
         except FileExistsError:
             pass
+        except FileNotFoundError:
+            # The directory was removed under us: recreate it, as set does.
+            self._ensure_directory()
+            os.makedirs(locks, 0o700, exist_ok=True)
         # filelock >= 3.20.3 opens lock files with O_NOFOLLOW (CVE-2025-68146,
         # CVE-2026-22701); lock files stay on disk on purpose, deleting them would
         # break mutual exclusion.
@@ -211,7 +221,7 @@ class FileSystemTier:
         tenths of ``max_bytes``, and temporary files left by writers that died. Skipped
         when another process is pruning."""
         try:
-            with self._lock("prune", timeout=0):
+            with self._lock(_PRUNE_LOCK, timeout=0):
                 self._prune_locked()
         except Timeout:
             return
@@ -253,6 +263,15 @@ class FileSystemTier:
                     continue
                 count += 1
         return count, total
+
+
+def _file_name(key: str) -> str:
+    """``key`` itself when it is a safe file name, else ``sha256.`` and its digest. No
+    safe name holds a dot, so a key that happens to be another key's digest never
+    shares its file."""
+    if _SAFE_KEY.fullmatch(key) is not None:
+        return key
+    return "sha256." + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _unlink(path: str) -> None:

@@ -19,7 +19,9 @@ from ._validate import positive_int_or_none, positive_number
 __all__ = ["MemcachedTier", "parse_server"]
 
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_SAFE_KEY = re.compile(r"[!-~]{1,150}")  # printable ASCII, no space: valid in memcached
+# Printable ASCII, no space: valid in memcached. Not starting with "#", which marks a
+# digest, so that a key that happens to be another key's digest never shares its item.
+_SAFE_KEY = re.compile(r"(?!#)[!-~]{1,150}")
 _HOST_PORT = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})"
 )
@@ -220,7 +222,7 @@ class MemcachedTier:
         """The memcached key for ``key``: valid whatever ``key`` holds (at most 250 bytes,
         printable ASCII without spaces)."""
         if _SAFE_KEY.fullmatch(key) is None:
-            key = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+            key = "#" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
         return f"{self.prefix}:{self._generation()}:{key}"
 
     # -- the Tier interface ------------------------------------------------------------

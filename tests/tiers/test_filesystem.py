@@ -1,0 +1,581 @@
+"""FileSystemTier: private files, atomic replacement, planted files, LRU pruning, leases."""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+import pickle
+import shutil
+import stat
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from filelock import FileLock, Timeout
+
+from tiered_bccache import ConfigurationError, FileSystemTier, Tier
+from tiered_bccache.tiers.filesystem import STALE_TMP_SECONDS
+
+from .tier_suite import ODD_KEYS, TierContract
+
+#: Two payloads of different lengths and contents: a torn read matches neither.
+PAYLOADS = (b"A" * 300_000, b"B" * 200_000 + bytes(range(256)) * 4)
+
+
+class TestFileSystemTierContract(TierContract):
+    """The filesystem tier keeps the byte-tier contract."""
+
+    @pytest.fixture(autouse=True)
+    def _directory(self, tmp_path: Path) -> None:
+        self.directory = tmp_path / "cache"
+
+    def make_tier(self) -> Tier:
+        return FileSystemTier(self.directory)
+
+
+class TestBoundedFileSystemTierContract(TestFileSystemTierContract):
+    """With max_bytes (pruning after every 100 kB written, touching on hits) the contract
+    still holds."""
+
+    def make_tier(self) -> Tier:
+        tier = FileSystemTier(self.directory, max_bytes=1_000_000)
+        tier.touch_interval = 0
+        return tier
+
+
+@pytest.fixture
+def tier(tmp_path: Path) -> FileSystemTier:
+    return FileSystemTier(tmp_path / "cache")
+
+
+@pytest.fixture
+def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tempfile.gettempdir() points into the test's own directory, so the default
+    directory is created there instead of in the real /tmp."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    os.chmod(tmp, 0o1777)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp
+
+
+def mode(path: str | Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def entry_names(tier: FileSystemTier) -> set[str]:
+    return {name for name in os.listdir(tier.directory) if name.endswith(".tbc")}
+
+
+def set_mtime(path: str, when: float) -> None:
+    os.utime(path, (when, when))
+
+
+# -- keys and files ----------------------------------------------------------------------
+
+
+def test_odd_keys_stay_inside_the_directory(tmp_path: Path, tier: FileSystemTier) -> None:
+    """Keys such as '../../escape', '/etc/passwd' or 10 kB of text map to one file each,
+    directly inside the directory."""
+    for key in ODD_KEYS:
+        tier.set(key, key.encode("utf-8", "surrogatepass")[:100])
+    assert {os.path.dirname(tier.path(key)) for key in ODD_KEYS} == {tier.directory}
+    assert len(entry_names(tier)) == len(ODD_KEYS)
+    assert os.listdir(tmp_path) == ["cache"]
+    assert all(len(name) <= 255 for name in os.listdir(tier.directory))
+
+
+def test_lone_surrogate_key_works_for_entries_and_leases(tier: FileSystemTier) -> None:
+    """A str that is not valid UTF-8 (a lone surrogate) is still a usable key."""
+    tier.set("\ud800", b"value")
+    assert tier.get("\ud800") == b"value"
+    lease = tier.lease("\ud800")
+    lease.acquire(timeout=1)
+    lease.release()
+
+
+@pytest.mark.parametrize("umask", [0, 0o022, 0o077])
+def test_files_are_0600_and_a_created_directory_0700_whatever_the_umask(
+    tmp_path: Path, umask: int
+) -> None:
+    """Entries, the lock directory and lock files are private to the user even under
+    umask 0, and are not narrowed into uselessness by a strict umask."""
+    old = os.umask(umask)
+    try:
+        tier = FileSystemTier(tmp_path / "cache")
+        tier.set("key", b"value")
+        lease = tier.lease("key")
+        lease.acquire(timeout=1)
+        lease.release()
+    finally:
+        os.umask(old)
+    assert mode(tier.directory) == 0o700
+    assert mode(tier.path("key")) == 0o600
+    locks = os.path.join(tier.directory, ".locks")
+    assert mode(locks) == 0o700
+    assert {mode(os.path.join(locks, name)) for name in os.listdir(locks)} == {0o600}
+
+
+def test_existing_directory_is_used_as_it_is(tmp_path: Path) -> None:
+    """A directory the user made keeps its mode: the tier only tightens what it creates."""
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    os.chmod(directory, 0o750)
+    FileSystemTier(directory).set("k", b"v")
+    assert mode(directory) == 0o750
+
+
+def test_directory_that_is_a_regular_file_is_refused(tmp_path: Path) -> None:
+    """Pointing the tier at a file fails at construction, naming the directory."""
+    path = tmp_path / "file"
+    path.write_bytes(b"not a directory")
+    with pytest.raises(ConfigurationError, match="directory"):
+        FileSystemTier(path)
+    assert path.read_bytes() == b"not a directory"
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True])
+def test_bad_max_bytes_is_refused_naming_it(tmp_path: Path, value: Any) -> None:
+    """max_bytes must be a positive integer or None."""
+    with pytest.raises(ConfigurationError, match="max_bytes"):
+        FileSystemTier(tmp_path, max_bytes=value)
+
+
+# -- the default directory -------------------------------------------------------------
+
+
+def test_default_directory_is_per_user_and_0700(private_tempdir: Path) -> None:
+    """With no argument the tier uses a directory named for the user, created 0700."""
+    tier = FileSystemTier()
+    assert tier.directory == str(private_tempdir / f"_tiered_bccache-{os.geteuid()}")
+    st = os.lstat(tier.directory)
+    assert stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+    assert stat.S_IMODE(st.st_mode) == 0o700
+    tier.set("k", b"v")
+    assert FileSystemTier().get("k") == b"v"
+
+
+def test_default_directory_that_is_a_symlink_is_refused(private_tempdir: Path) -> None:
+    """Another user could plant a link at the predictable path: it is never followed."""
+    target = private_tempdir / "elsewhere"
+    target.mkdir(mode=0o700)
+    os.symlink(target, private_tempdir / f"_tiered_bccache-{os.geteuid()}")
+    with pytest.raises(ConfigurationError, match="not a directory"):
+        FileSystemTier()
+    assert os.listdir(target) == []
+
+
+def test_default_path_that_is_a_file_is_refused(private_tempdir: Path) -> None:
+    """A regular file at the default path is not taken for the directory."""
+    (private_tempdir / f"_tiered_bccache-{os.geteuid()}").write_bytes(b"")
+    with pytest.raises(ConfigurationError, match="not a directory"):
+        FileSystemTier()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a directory someone else owns needs root")
+def test_default_directory_owned_by_someone_else_is_refused(private_tempdir: Path) -> None:
+    """A world-writable directory another user made first is refused, and left alone."""
+    path = private_tempdir / f"_tiered_bccache-{os.geteuid()}"
+    path.mkdir()
+    os.chmod(path, 0o777)
+    os.chown(path, 54321, 54321)
+    with pytest.raises(ConfigurationError, match="owned by uid 54321"):
+        FileSystemTier()
+    assert mode(path) == 0o777
+    assert os.listdir(path) == []
+
+
+def test_default_directory_of_ours_that_others_can_read_is_made_private(
+    private_tempdir: Path,
+) -> None:
+    """Our own default directory left 0755 (or 0777) is chmodded back to 0700 and used."""
+    path = private_tempdir / f"_tiered_bccache-{os.geteuid()}"
+    path.mkdir()
+    os.chmod(path, 0o777)
+    tier = FileSystemTier()
+    assert tier.directory == str(path)
+    assert mode(path) == 0o700
+
+
+# -- atomicity and planted files -------------------------------------------------------
+
+
+def _read_while_rewritten(directory: str, ready: Any, stop: Any, results: Any) -> None:
+    """Child process: read the entry until told to stop; report reads and torn values."""
+    tier = FileSystemTier(directory)
+    reads = torn = 0
+    first_bad = ""
+    ready.set()
+    deadline = time.monotonic() + 30
+    while not stop.is_set() and time.monotonic() < deadline:
+        value = tier.get("entry")
+        reads += 1
+        if value not in PAYLOADS:
+            torn += 1
+            first_bad = first_bad or repr(value if value is None else (len(value), value[:8]))
+    results.put((reads, torn, first_bad))
+
+
+def test_reader_in_another_process_never_sees_a_partial_entry(tier: FileSystemTier) -> None:
+    """While one process rewrites an entry with two alternating payloads for ~1.5 s,
+    a reader in another process only ever gets one payload or the other, whole."""
+    tier.set("entry", PAYLOADS[0])
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    reader = ctx.Process(
+        target=_read_while_rewritten, args=(tier.directory, ready, stop, results), daemon=True
+    )
+    reader.start()
+    try:
+        assert ready.wait(60), "the reader process did not start"
+        writes = 0
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            writes += 1
+            tier.set("entry", PAYLOADS[writes % 2])
+        stop.set()
+        reads, torn, first_bad = results.get(timeout=30)
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+        if reader.is_alive():
+            reader.kill()
+            reader.join(timeout=10)
+        results.close()
+        results.join_thread()
+    assert (torn, first_bad) == (0, "")
+    assert writes > 20 and reads > 20, (writes, reads)
+
+
+def test_set_replaces_a_planted_symlink_without_writing_through_it(
+    tmp_path: Path, tier: FileSystemTier
+) -> None:
+    """A symlink planted at an entry's path is replaced by the entry; its target (a file
+    outside the cache) is unchanged."""
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"precious")
+    os.symlink(outside, tier.path("entry"))
+    tier.set("entry", b"cache entry")
+    assert outside.read_bytes() == b"precious"
+    assert not os.path.islink(tier.path("entry"))
+    assert tier.get("entry") == b"cache entry"
+
+
+def test_get_through_a_planted_symlink_raises_eloop(tmp_path: Path, tier: FileSystemTier) -> None:
+    """A planted symlink is not followed on read: get raises ELOOP instead of returning
+    the target's bytes."""
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not an entry")
+    os.symlink(outside, tier.path("entry"))
+    with pytest.raises(OSError) as info:
+        tier.get("entry")
+    assert info.value.errno == errno.ELOOP
+
+
+def test_get_of_a_planted_fifo_raises_promptly(tier: FileSystemTier) -> None:
+    """A FIFO at an entry's path makes get raise within a second, never block on the open
+    or the read."""
+    path = tier.path("entry")
+    os.mkfifo(path, 0o600)
+    outcome: list[BaseException | bytes | None] = []
+
+    def read() -> None:
+        try:
+            outcome.append(tier.get("entry"))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=read, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(timeout=2)
+    elapsed = time.monotonic() - started
+    if thread.is_alive():
+        # Unblock the stuck open so the thread ends; the test has failed already.
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        thread.join(timeout=2)
+        pytest.fail("get blocked on a FIFO")
+    assert elapsed < 1.0
+    assert len(outcome) == 1 and isinstance(outcome[0], OSError)
+
+
+def test_set_replaces_a_planted_fifo(tier: FileSystemTier) -> None:
+    """A FIFO at an entry's path is replaced by the entry, without blocking."""
+    os.mkfifo(tier.path("entry"), 0o600)
+    tier.set("entry", b"value")
+    assert tier.get("entry") == b"value"
+
+
+# -- pruning -----------------------------------------------------------------------------
+
+
+def write_entries(directory: Path, count: int, size: int) -> FileSystemTier:
+    """``count`` entries of ``size`` bytes, written without a bound (so nothing is pruned
+    yet), with mtimes one second apart: entry 0 is the least recently used."""
+    unbounded = FileSystemTier(directory)
+    base = time.time() - 3600
+    for i in range(count):
+        unbounded.set(f"e{i}", bytes([i]) * size)
+        set_mtime(unbounded.path(f"e{i}"), base + i)
+    return unbounded
+
+
+def test_prune_removes_the_least_recently_used_first(tmp_path: Path) -> None:
+    """Pruning removes by last use, not by creation: an old entry that was just read
+    survives, the next oldest go, and the directory ends within max_bytes."""
+    write_entries(tmp_path / "cache", 12, 1000)
+    tier = FileSystemTier(tmp_path / "cache", max_bytes=10_000)
+    tier.touch_interval = 0
+    assert tier.get("e0") == bytes([0]) * 1000  # e0 is now the most recently used
+    tier.prune()
+    assert entry_names(tier) == {f"e{i}.tbc" for i in [0, *range(4, 12)]}
+    assert tier.size() == (9, 9000)
+
+
+def test_prune_within_max_bytes_removes_nothing(tmp_path: Path) -> None:
+    """A directory at or under max_bytes is left as it is."""
+    write_entries(tmp_path / "cache", 10, 1000)
+    tier = FileSystemTier(tmp_path / "cache", max_bytes=10_000)
+    tier.prune()
+    assert tier.size() == (10, 10_000)
+
+
+def test_get_touches_an_entry_at_most_every_touch_interval(tmp_path: Path) -> None:
+    """A hit marks its file as used only when the mark is older than touch_interval, so
+    hot entries do not cost a metadata write per hit; an unbounded tier never touches."""
+    write_entries(tmp_path / "cache", 2, 10)
+    tier = FileSystemTier(tmp_path / "cache", max_bytes=10_000)
+    tier.touch_interval = 60.0
+    now = time.time()
+    set_mtime(tier.path("e0"), now - 30)
+    set_mtime(tier.path("e1"), now - 120)
+    tier.get("e0")
+    tier.get("e1")
+    assert os.stat(tier.path("e0")).st_mtime == pytest.approx(now - 30)
+    assert os.stat(tier.path("e1")).st_mtime >= now - 5
+
+    unbounded = FileSystemTier(tmp_path / "cache")
+    set_mtime(tier.path("e1"), now - 120)
+    unbounded.get("e1")
+    assert os.stat(tier.path("e1")).st_mtime == pytest.approx(now - 120)
+
+
+def test_directory_stays_near_max_bytes_while_writing(tmp_path: Path) -> None:
+    """Writing 1 MB of entries of mixed sizes into a 50 kB tier, the directory never
+    exceeds max_bytes by more than the tenth written between prunes, and a final prune
+    brings it within max_bytes."""
+    tier = FileSystemTier(tmp_path / "cache", max_bytes=50_000)
+    worst = 0
+    for i in range(400):
+        tier.set(f"e{i}", b"x" * (500 + (i * 37) % 4000))
+        worst = max(worst, tier.size()[1])
+    assert worst < 50_000 + 5_000
+    tier.prune()
+    assert tier.size()[1] <= 50_000
+
+
+def test_pruning_is_amortized_over_a_tenth_of_max_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """N writes of one size run prune about N * size / (max_bytes / 10) times, not N
+    times: the directory scan is paid once per tenth of max_bytes written."""
+    tier = FileSystemTier(tmp_path / "cache", max_bytes=100_000)
+    runs = 0
+    prune = tier.prune
+
+    def counting_prune() -> None:
+        nonlocal runs
+        runs += 1
+        prune()
+
+    monkeypatch.setattr(tier, "prune", counting_prune)
+    for i in range(500):
+        tier.set(f"e{i}", b"x" * 1000)
+    assert runs == 500 * 1000 // 10_000
+    assert tier.size()[1] <= 100_000
+
+
+@pytest.mark.parametrize("max_bytes", [None, 1_000_000])
+def test_prune_removes_stale_temporary_files_only(tmp_path: Path, max_bytes: int | None) -> None:
+    """Temporary files left by a writer that died (older than STALE_TMP_SECONDS) are
+    removed; a fresh one, maybe being written right now, is kept."""
+    tier = FileSystemTier(tmp_path / "cache", max_bytes=max_bytes)
+    stale = os.path.join(tier.directory, ".tmp-stale")
+    fresh = os.path.join(tier.directory, ".tmp-fresh")
+    for path in (stale, fresh):
+        Path(path).write_bytes(b"partial")
+    set_mtime(stale, time.time() - STALE_TMP_SECONDS - 60)
+    set_mtime(fresh, time.time() - STALE_TMP_SECONDS + 60)
+    tier.prune()
+    assert (os.path.exists(stale), os.path.exists(fresh)) == (False, True)
+
+
+# -- the directory's life ----------------------------------------------------------------
+
+
+def test_directory_removed_while_running_is_recreated_on_next_set(
+    tier: FileSystemTier,
+) -> None:
+    """After a cleanup job deletes the directory, get misses and set recreates it, 0700."""
+    tier.set("a", b"1")
+    shutil.rmtree(tier.directory)
+    assert tier.get("a") is None
+    tier.delete("a")
+    tier.set("b", b"2")
+    assert tier.get("b") == b"2"
+    assert mode(tier.directory) == 0o700
+
+
+def test_directory_removed_while_running_does_not_break_clear_or_lease(
+    tier: FileSystemTier,
+) -> None:
+    """clear, lease and prune on a deleted directory recreate it instead of failing."""
+    tier.set("a", b"1")
+    shutil.rmtree(tier.directory)
+    tier.clear()
+    shutil.rmtree(tier.directory)
+    lease = tier.lease("a")
+    lease.acquire(timeout=1)
+    lease.release()
+    shutil.rmtree(tier.directory)
+    tier.prune()
+    assert mode(tier.directory) == 0o700
+
+
+def test_clear_removes_entries_but_not_locks_or_other_files(tier: FileSystemTier) -> None:
+    """clear deletes every entry and keeps the lock files (deleting a lock file would let
+    two processes hold the same lock) and files that are not entries, such as the host
+    key."""
+    for i in range(5):
+        tier.set(f"e{i}", b"v")
+    lease = tier.lease("e0")
+    lease.acquire(timeout=1)
+    Path(tier.directory, ".secret").write_bytes(b"k" * 32)
+    try:
+        tier.clear()
+    finally:
+        lease.release()
+    assert entry_names(tier) == set()
+    assert sorted(os.listdir(tier.directory)) == [".locks", ".secret"]
+    assert os.listdir(os.path.join(tier.directory, ".locks")) != []
+
+
+def test_clear_keeps_a_write_in_progress_and_removes_stale_temporary_files(
+    tier: FileSystemTier,
+) -> None:
+    """clear leaves a fresh temporary file (another process may be about to rename it
+    into place; removing it would fail that write) and removes stale ones."""
+    tier.set("entry", b"v")
+    in_progress = Path(tier.directory, ".tmp-in-progress")
+    stale = Path(tier.directory, ".tmp-stale")
+    for path in (in_progress, stale):
+        path.write_bytes(b"partial")
+    set_mtime(str(stale), time.time() - STALE_TMP_SECONDS - 60)
+    tier.clear()
+    assert (in_progress.exists(), stale.exists(), tier.get("entry")) == (True, False, None)
+    os.replace(in_progress, tier.path("late"))
+    assert tier.get("late") == b"partial"
+
+
+def test_lease_on_a_key_named_like_an_internal_lock_does_not_block_clear(
+    tier: FileSystemTier,
+) -> None:
+    """Holding the lease of any key, even 'prune', never stalls clear or pruning."""
+    tier.set("entry", b"v")
+    lease = tier.lease("prune")
+    lease.acquire(timeout=1)
+    try:
+        started = time.monotonic()
+        tier.clear()
+        assert time.monotonic() - started < 2.0
+    finally:
+        lease.release()
+    assert tier.get("entry") is None
+
+
+# -- leases across processes -------------------------------------------------------------
+
+
+def _hold_lease(directory: str, key: str, ready: Any) -> None:
+    """Child process: take the lease, say so, and hold it until killed (at most 60 s)."""
+    lease = FileSystemTier(directory).lease(key)
+    lease.acquire(timeout=5)
+    ready.set()
+    time.sleep(60)
+
+
+def test_lease_excludes_another_process_until_it_is_killed(tier: FileSystemTier) -> None:
+    """A lease held by another process cannot be taken; when that process dies by
+    SIGKILL (no cleanup), the kernel drops the lock and a waiter gets it within ~1 s."""
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_lease, args=(tier.directory, "k", ready), daemon=True)
+    holder.start()
+    try:
+        assert ready.wait(60), "the holder process did not take the lease"
+        lease = tier.lease("k")
+        assert isinstance(lease, FileLock)
+        with pytest.raises(Timeout):
+            lease.acquire(timeout=0.3)
+        holder.kill()
+        holder.join(timeout=10)
+        started = time.monotonic()
+        lease.acquire(timeout=1.0, poll_interval=0.01)
+        assert time.monotonic() - started < 1.0
+        assert lease.is_locked
+        lease.release()
+    finally:
+        if holder.is_alive():
+            holder.kill()
+        holder.join(timeout=10)
+
+
+def test_leases_of_different_keys_are_independent(tier: FileSystemTier) -> None:
+    """Holding one key's lease does not block another key's."""
+    first, second = tier.lease("a"), tier.lease("b")
+    first.acquire(timeout=1)
+    try:
+        second.acquire(timeout=0)
+        second.release()
+    finally:
+        first.release()
+
+
+# -- pickling ----------------------------------------------------------------------------
+
+
+def test_pickle_keeps_directory_and_max_bytes(tier: FileSystemTier, tmp_path: Path) -> None:
+    """A copy (as a process pool makes) uses the same directory and bound, and sees the
+    original's entries."""
+    bounded = FileSystemTier(tmp_path / "cache", max_bytes=123_456)
+    bounded.set("k", b"v")
+    copy = pickle.loads(pickle.dumps(bounded))
+    assert (copy.directory, copy.max_bytes) == (bounded.directory, 123_456)
+    assert copy.get("k") == b"v"
+
+
+def test_pickle_of_a_relative_directory_keeps_the_same_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tier given a relative path is unpickled onto the same absolute directory, even
+    where the working directory differs (as in a spawned worker)."""
+    monkeypatch.chdir(tmp_path)
+    tier = FileSystemTier("relative-cache")
+    tier.set("k", b"v")
+    data = pickle.dumps(tier)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    copy = pickle.loads(data)
+    assert copy.directory == str(tmp_path / "relative-cache")
+    assert copy.get("k") == b"v"
+
+
+def test_pickle_of_the_default_directory_stays_per_user(private_tempdir: Path) -> None:
+    """A tier on the default directory is unpickled onto the default directory."""
+    tier = FileSystemTier()
+    assert pickle.loads(pickle.dumps(tier)).directory == tier.directory
