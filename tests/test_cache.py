@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -502,3 +503,28 @@ def test_trace_records_every_lookup_with_entry_sizes(tmp_path: Path) -> None:
     assert len(records) == 6
     assert all(r.size > 0 for r in records)
     assert len({r.key for r in records}) == 3
+
+
+def test_breaker_probe_is_not_lost_on_an_entry_too_large_for_the_tier() -> None:
+    """A write skipped for size never takes the breaker's probe, so the tier is retried."""
+    tier = MemcachedTier("127.0.0.1:1", max_item_size=2048)  # nobody listens: refused
+    cache = TieredBytecodeCache([tier], secret=SECRET, breaker_cooldown=0.05)
+    big = "".join(f"{{{{ x{i} }}}}" for i in range(400))
+    env = Environment(loader=DictLoader({"big": big, "small": "{{ y }}"}), bytecode_cache=cache)
+    for _ in range(3):
+        env.get_template("small")
+        env.cache.clear()  # type: ignore[union-attr]
+    assert cache.stats().tiers[0].breaker == "open"
+    bucket = cache.get_bucket(env, "big", None, big)  # refused while open
+    bucket.code = env.compile(big, "big")
+    deadline = time.monotonic() + 5
+    while cache.stats().tiers[0].breaker == "open" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # The cooldown ended during the "compile": the write-back of an entry too large for
+    # the tier must not take the probe.
+    errors_before = cache.stats().tiers[0].errors
+    cache.set_bucket(bucket)
+    assert cache.stats().tiers[0].skipped >= 2
+    env.cache.clear()  # type: ignore[union-attr]
+    env.get_template("small")  # the probe goes to the server (and fails: refused)
+    assert cache.stats().tiers[0].errors > errors_before

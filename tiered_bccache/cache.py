@@ -439,43 +439,44 @@ class TieredBytecodeCache(BytecodeCache):
         encoded: dict[bool, bytes] = {}
         for slot in slots:
             counters = slot.counters
-            if slot.breaker is not None and not slot.breaker.allow():
+            value: Any
+            if slot.objects:
+                # Weigh a promoted entry by the bytes it came in: marshalling the code
+                # again just to measure it would cost more than the hit.
+                size = len(raw) if raw is not None else len(data) if data is not None else 0
+                if not size:
+                    raw = marshal.dumps(code)
+                    size = len(raw)
+                value = (source, checksum, code, size)
+            else:
+                value = data if data is not None else encoded.get(slot.compress)
+                if value is None:
+                    if raw is None:
+                        raw = marshal.dumps(code)
+                    value = self._codec.encode(key, checksum, raw, compress=slot.compress)
+                    encoded[slot.compress] = value
+                size = len(value)
+            # Every reason to skip the tier comes before the breaker: a probe it hands
+            # out must be answered, or it stays half-open for good.
+            if slot.max_entry_size is not None and size > slot.max_entry_size:
+                counters.skipped += 1
+                continue
+            breaker = slot.breaker
+            if breaker is not None and not breaker.allow():
                 counters.skipped += 1
                 continue
             try:
                 if slot.objects:
-                    # Weigh a promoted entry by the bytes it came in: marshalling the
-                    # code again just to measure it would cost more than the hit.
-                    size = len(raw) if raw is not None else len(data) if data is not None else 0
-                    if not size:
-                        raw = marshal.dumps(code)
-                        size = len(raw)
-                    value: Any = (source, checksum, code, size)
-                    if slot.max_entry_size is not None and size > slot.max_entry_size:
-                        counters.skipped += 1
-                        continue
                     slot.tier.set(key, value, size)
                 else:
-                    if data is not None:
-                        value = data
-                    else:
-                        value = encoded.get(slot.compress)
-                        if value is None:
-                            if raw is None:
-                                raw = marshal.dumps(code)
-                            value = encoded[slot.compress] = self._codec.encode(
-                                key, checksum, raw, compress=slot.compress
-                            )
-                    if slot.max_entry_size is not None and len(value) > slot.max_entry_size:
-                        counters.skipped += 1
-                        continue
                     slot.tier.set(key, value)
-                    counters.bytes_written += len(value)
-                    if slot.breaker is not None:
-                        slot.breaker.success()
             except Exception as exc:
                 self._failed(slot, "set", exc)
                 continue
+            if breaker is not None:
+                breaker.success()
+            if not slot.objects:
+                counters.bytes_written += size
             counters.writes += 1
             if promotion:
                 counters.promotions += 1
