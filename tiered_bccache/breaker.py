@@ -56,7 +56,9 @@ class CircuitBreaker:
         return "half-open" if self._clock() >= self._open_until else "open"
 
     def allow(self) -> bool:
-        """Whether the next call may go to the tier."""
+        """Whether the next call may go to the tier. A True must be answered by
+        :meth:`success` or :meth:`failure`: when half-open it is the one probe, and no other
+        call is let through until the probe reports."""
         if self._open_until == 0.0:
             return True
         with self._lock:

@@ -13,10 +13,12 @@ strings (randomised per process), no reprs that embed memory addresses.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import marshal
 import sys
+import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -47,19 +49,53 @@ _EXTENSION_SETTINGS = ("newstyle_gettext",)
 
 def callable_identity(obj: object) -> str:
     """A name for a callable that is stable across processes: where it is defined, and a
-    digest of its code, so that two lambdas in one module do not look alike."""
+    digest of its code and of the values it closes over, so that two lambdas in one module,
+    or two closures from one factory, do not look alike."""
+    if isinstance(obj, functools.partial):
+        # Every partial is a ``functools.partial``: what it computes is its function and
+        # the arguments bound to it.
+        bound = _digest((obj.args, obj.keywords))
+        return f"partial({callable_identity(obj.func)})#{bound}"
     func: Any = getattr(obj, "__func__", obj)  # bound methods
     qualname = getattr(func, "__qualname__", type(func).__qualname__)
     name = f"{getattr(func, '__module__', '?')}.{qualname}"
     code = getattr(func, "__code__", None)
     if code is not None:
-        consts = getattr(func, "__defaults__", None)
         try:
-            blob = marshal.dumps((code.co_code, code.co_consts, code.co_names, consts))
-        except ValueError:  # defaults that marshal cannot represent
-            blob = marshal.dumps((code.co_code, code.co_consts, code.co_names))
-        name += "#" + hashlib.sha256(blob).hexdigest()[:16]
+            cells = tuple(c.cell_contents for c in getattr(func, "__closure__", None) or ())
+        except ValueError:  # a cell not yet filled
+            cells = ()
+        defaults = (getattr(func, "__defaults__", None), getattr(func, "__kwdefaults__", None))
+        # A closure's cells and the defaults are data the code computes with: a
+        # finalize made by a factory bakes them into the template's constants.
+        name += "#" + _digest((code, defaults, cells))
     return name
+
+
+def _digest(value: object) -> str:
+    # Version 2: from version 3 on, marshal flags every object whose refcount is above one,
+    # so the bytes would depend on who else happens to hold a constant.
+    return hashlib.sha256(marshal.dumps(_canonical(value), 2)).hexdigest()[:16]
+
+
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, type(Ellipsis))
+
+
+def _canonical(value: object) -> Any:
+    """``value`` as data marshal writes the same way in every process; anything else (a
+    function, a module, an instance) is named by its type, the only stable thing it has."""
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, types.CodeType):
+        return ("code", value.co_code, _canonical(value.co_consts), value.co_names)
+    if isinstance(value, (tuple, list)):
+        return tuple(_canonical(item) for item in value)
+    if isinstance(value, dict):
+        return ("dict", tuple((_canonical(k), _canonical(v)) for k, v in value.items()))
+    if isinstance(value, (set, frozenset)):
+        # Before Python 3.11 marshal writes a set in hash order, which is per process.
+        return ("set", tuple(sorted(marshal.dumps(_canonical(item), 2) for item in value)))
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
 def _pass_arg(func: Callable[..., Any]) -> str:
