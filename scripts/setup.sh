@@ -17,7 +17,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; "$PYTHON" -m venv .venv; }
 fi
 VENV_PY="$PWD/.venv/bin/python"
-"$VENV_PY" -m pip install -q --disable-pip-version-check -e ".[${EXTRAS:-test}]"
+"$VENV_PY" -m pip install -q --disable-pip-version-check -e ".[${EXTRAS:-test,prometheus}]"
 
 if [ "${NEED_MEMCACHED:-1}" = 1 ] && ! command -v memcached >/dev/null 2>&1 && [ ! -x /usr/bin/memcached ]; then
     apt_install memcached

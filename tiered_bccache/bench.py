@@ -181,7 +181,7 @@ class BenchReport:
                 f"{c:<12} {_fmt_us(med):>12} {_fmt_us(med / n):>13} "
                 f"{_fmt_us(min(totals)):>8}..{_fmt_us(max(totals)):<8}"
             )
-        lines += ["", f"{'ratio':<52} {'median':>7} {'spread':>13}  target"]
+        lines += ["", f"{'ratio':<24} {'median':>7} {'spread':>12}  {'target':<11} what"]
         for t in TARGETS:
             r = self.ratio(t.numerator, t.denominator)
             if r is None:

@@ -256,7 +256,7 @@ class FileSystemTier:
         """(number of entries, total bytes) now on disk."""
         count = total = 0
         for entry in self._scan():
-            if entry.name.endswith(_SUFFIX):
+            if entry.name.endswith(_SUFFIX) and entry.is_file(follow_symlinks=False):
                 try:
                     total += entry.stat(follow_symlinks=False).st_size
                 except FileNotFoundError:

@@ -194,7 +194,9 @@ class MemcachedTier:
 
     # -- the namespace generation ------------------------------------------------------
 
-    def _generation(self) -> str:
+    def generation(self) -> str:
+        """The namespace generation in every key, re-read from the server at most every
+        ``generation_ttl`` seconds; :meth:`clear` bumps it."""
         if time.monotonic() - self._gen_checked < self.generation_ttl:
             return self._gen
         with self._gen_lock:
@@ -223,7 +225,7 @@ class MemcachedTier:
         printable ASCII without spaces)."""
         if _SAFE_KEY.fullmatch(key) is None:
             key = "#" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-        return f"{self.prefix}:{self._generation()}:{key}"
+        return f"{self.prefix}:{self.generation()}:{key}"
 
     # -- the Tier interface ------------------------------------------------------------
 

@@ -1,0 +1,245 @@
+"""Tier specs and module:attribute targets: what the command line turns into a cache."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from jinja2 import Environment
+
+from tests.conftest import SECRET
+from tiered_bccache import (
+    ConfigurationError,
+    FileSystemTier,
+    InsecureConfigurationError,
+    MemcachedTier,
+    MemoryTier,
+    TieredBytecodeCache,
+)
+from tiered_bccache.secret import ENV_VAR
+from tiered_bccache.spec import SpecError, load_cache, load_object, parse_size, parse_tier
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1000", 1000),
+        ("1000B", 1000),
+        ("1k", 1024),
+        ("64MB", 64 * 1024**2),
+        ("64M", 64 * 1024**2),
+        ("64mib", 64 * 1024**2),
+        ("1GB", 1024**3),
+        ("1.5G", 3 * 1024**3 // 2),
+        (" 2 KiB ", 2048),
+    ],
+)
+def test_sizes_accept_k_m_g_suffixes_as_powers_of_1024(text: str, expected: int) -> None:
+    """Sizes are bytes with an optional k/M/G (KB/MB/GB, KiB...) suffix, powers of 1024."""
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "0", "MB", "12XB", "-1k", "1.5", "64ib", "1e6"])
+def test_malformed_sizes_are_refused_with_the_text_quoted(text: str) -> None:
+    """Anything but a positive whole number of bytes is a SpecError quoting the text."""
+    with pytest.raises(SpecError, match=repr(text).replace("\\", "\\\\").replace(".", r"\.")):
+        parse_size(text)
+
+
+def test_spec_error_is_a_configuration_error() -> None:
+    """SpecError subclasses ConfigurationError, so callers catching that catch it too."""
+    assert issubclass(SpecError, ConfigurationError)
+
+
+def test_memory_specs_set_entries_bytes_or_both() -> None:
+    """memory, memory:N, memory:bytes=SIZE and memory:N,bytes=SIZE build those bounds."""
+    default = parse_tier("memory")
+    assert isinstance(default, MemoryTier) and default.max_entries == MemoryTier().max_entries
+    counted = parse_tier("memory:512")
+    assert isinstance(counted, MemoryTier)
+    assert (counted.max_entries, counted.max_bytes) == (512, None)
+    weighed = parse_tier("memory:bytes=64MB")
+    assert isinstance(weighed, MemoryTier)
+    assert (weighed.max_entries, weighed.max_bytes) == (None, 64 * 1024**2)
+    both = parse_tier("memory:entries=10,bytes=1k")
+    assert isinstance(both, MemoryTier)
+    assert (both.max_entries, both.max_bytes) == (10, 1024)
+
+
+def test_filesystem_specs_set_the_directory_and_max_bytes(tmp_path: Path) -> None:
+    """fs:/path gives that directory; ,max_bytes=SIZE at the end bounds it."""
+    plain = parse_tier(f"fs:{tmp_path / 'a'}")
+    assert isinstance(plain, FileSystemTier)
+    assert (plain.directory, plain.max_bytes) == (str(tmp_path / "a"), None)
+    bounded = parse_tier(f"fs:{tmp_path / 'b'},max_bytes=1GB")
+    assert isinstance(bounded, FileSystemTier)
+    assert (bounded.directory, bounded.max_bytes) == (str(tmp_path / "b"), 1024**3)
+
+
+def test_a_comma_in_a_filesystem_path_stays_in_the_path(tmp_path: Path) -> None:
+    """Only a trailing max_bytes= is an option: other commas belong to the directory name."""
+    tier = parse_tier(f"fs:{tmp_path / 'x,y'},max_bytes=2k")
+    assert isinstance(tier, FileSystemTier)
+    assert (tier.directory, tier.max_bytes) == (str(tmp_path / "x,y"), 2048)
+
+
+def test_memcached_specs_name_one_server_a_cluster_and_a_prefix() -> None:
+    """memcached:host:port, a comma-separated cluster, and ;prefix=NAME."""
+    one = parse_tier("memcached:127.0.0.1:11211")
+    assert isinstance(one, MemcachedTier)
+    assert (one.name, one.prefix) == ("memcached:127.0.0.1:11211", "tbc")
+    cluster = parse_tier("memcached:10.0.0.1:11211,10.0.0.2:11211;prefix=app")
+    assert isinstance(cluster, MemcachedTier)
+    assert cluster.name == "memcached:10.0.0.1:11211,10.0.0.2:11211"
+    assert cluster.prefix == "app"
+    for tier in (one, cluster):
+        tier.close()
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("redis:localhost:6379", "unknown kind 'redis'"),
+        ("memory:0", "max_entries: '0' is not a positive integer"),
+        ("memory:size=3", "unknown option 'size'"),
+        ("memory:bytes=lots", "'lots' is not a size"),
+        ("fs:/tmp/x,max_bytes=0", "must be a whole, positive number"),
+        ("memcached:", "expected memcached:HOST:PORT"),
+        ("memcached:localhost", "'localhost' is not 'host:port'"),
+        ("memcached:127.0.0.1:99999", "out of range"),
+        ("memcached:127.0.0.1:11211;prefix=has space", "prefix must be"),
+        ("memcached:127.0.0.1:11211;ttl=3", "expected ;prefix=NAME"),
+    ],
+)
+def test_bad_specs_raise_spec_error_quoting_the_spec(spec: str, fragment: str) -> None:
+    """Every malformed spec is a SpecError that quotes the whole spec and says what is wrong."""
+    with pytest.raises(SpecError) as info:
+        parse_tier(spec)
+    assert repr(spec) in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_load_cache_builds_the_tiers_in_the_order_given(tmp_path: Path) -> None:
+    """Tier specs become a TieredBytecodeCache with the tiers in lookup order."""
+    cache = load_cache(None, ["memory:8", f"fs:{tmp_path}"])
+    assert [type(t) for t in cache.tiers] == [MemoryTier, FileSystemTier]
+    cache.close()
+
+
+def test_load_cache_passes_the_secret_to_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """secret= reaches the cache: a memcached tier is accepted with it, refused without."""
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    with pytest.raises(InsecureConfigurationError):
+        load_cache(None, ["memcached:127.0.0.1:11211"])
+    cache = load_cache(None, ["memcached:127.0.0.1:11211"], secret=SECRET)
+    assert isinstance(cache.tiers[0], MemcachedTier)
+    cache.close()
+    unsigned = load_cache(None, ["memcached:127.0.0.1:11211"], allow_unsigned=True)
+    unsigned.close()
+
+
+def test_load_cache_refuses_both_or_neither_target_and_specs() -> None:
+    """A cache is named one way: module:attribute, or specs, never both or neither."""
+    with pytest.raises(SpecError, match="not both"):
+        load_cache("os:path", ["memory"])
+    with pytest.raises(SpecError, match="no cache given"):
+        load_cache(None, [])
+
+
+def test_load_cache_wraps_a_refused_configuration(tmp_path: Path) -> None:
+    """A configuration the cache refuses (the same directory twice) is a SpecError."""
+    with pytest.raises(SpecError, match="same directory"):
+        load_cache(None, [f"fs:{tmp_path}", f"fs:{tmp_path}"])
+
+
+def _app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> str:
+    """Write a module of the application into the current directory; return its name."""
+    name = "app_" + uuid.uuid4().hex[:8]
+    (tmp_path / f"{name}.py").write_text(body)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return name
+
+
+def test_module_attribute_names_an_environment_or_a_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """module:attribute (dotted too), imported from the cwd, gives the app's own cache."""
+    module = _app_module(
+        tmp_path,
+        monkeypatch,
+        "from types import SimpleNamespace\n"
+        "from jinja2 import Environment\n"
+        "from tiered_bccache import TieredBytecodeCache, MemoryTier\n"
+        "cache = TieredBytecodeCache([MemoryTier(5)])\n"
+        "env = Environment(bytecode_cache=cache)\n"
+        "holder = SimpleNamespace(env=env)\n",
+    )
+    try:
+        from_cache = load_cache(f"{module}:cache", [])
+        assert from_cache is load_object(f"{module}:cache")
+        assert load_cache(f"{module}:env", []) is from_cache
+        assert load_cache(f"{module}:holder.env", []) is from_cache
+        assert isinstance(load_object(f"{module}:env"), Environment)
+    finally:
+        sys.modules.pop(module, None)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "fragment"),
+    [
+        ("plain", "bytecode_cache is None, not a TieredBytecodeCache"),
+        ("number", "is a int, not a TieredBytecodeCache"),
+        ("missing", "has no attribute 'missing'"),
+    ],
+)
+def test_module_attribute_of_the_wrong_kind_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, attribute: str, fragment: str
+) -> None:
+    """A missing attribute, or one not a cache or Environment using one, is a SpecError."""
+    module = _app_module(
+        tmp_path, monkeypatch, "from jinja2 import Environment\nplain = Environment()\nnumber = 3\n"
+    )
+    try:
+        with pytest.raises(SpecError) as info:
+            load_cache(f"{module}:{attribute}", [])
+        assert fragment in str(info.value)
+        assert f"{module}:{attribute}" in str(info.value)
+    finally:
+        sys.modules.pop(module, None)
+
+
+def test_a_module_that_fails_to_import_is_a_spec_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing module, or one raising at import, is a SpecError with the cause in one line."""
+    module = _app_module(tmp_path, monkeypatch, "raise RuntimeError('no database')\n")
+    with pytest.raises(SpecError, match="RuntimeError: no database"):
+        load_object(f"{module}:env")
+    with pytest.raises(SpecError, match="No module named 'surely_not_a_module'"):
+        load_object("surely_not_a_module:env")
+    with pytest.raises(SpecError, match="is not module:attribute"):
+        load_object("no-colon-here")
+
+
+def test_options_with_an_application_cache_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A secret given with module:attribute would be ignored, so it is an error instead."""
+    module = _app_module(
+        tmp_path,
+        monkeypatch,
+        "from tiered_bccache import TieredBytecodeCache, MemoryTier\n"
+        "cache = TieredBytecodeCache([MemoryTier(5)])\n",
+    )
+    try:
+        with pytest.raises(SpecError, match="secret cannot apply"):
+            load_cache(f"{module}:cache", [], secret=SECRET)
+        assert isinstance(load_cache(f"{module}:cache", [], secret=None), TieredBytecodeCache)
+    finally:
+        sys.modules.pop(module, None)
