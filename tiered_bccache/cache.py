@@ -274,10 +274,13 @@ class TieredBytecodeCache(BytecodeCache):
                 if self._trace is not None:
                     self._trace.record(key, entry[3])
                 return bucket
-            first.counters.misses += 1
-            if entry is not None:
-                first.counters.rejected_stale += 1
-            start = 1
+            if entry is None or entry[0] is not None:
+                first.counters.misses += 1
+                if entry is not None:
+                    first.counters.rejected_stale += 1
+                start = 1
+            # else: dumped from a plain Jinja bucket, without its source; _load compares
+            # checksums instead.
         size = self._load(bucket, source, start)
         if size is None and self._lease_slot is not None:
             self._take_lease(bucket, source)
