@@ -440,6 +440,7 @@ class TieredBytecodeCache(BytecodeCache):
         into byte tiers (``data`` as read from a lower tier when promoting, so it is not
         encoded again). One tier failing never stops the others."""
         encoded: dict[bool, bytes] = {}
+        stored: types.CodeType | None = None
         for slot in slots:
             counters = slot.counters
             value: Any
@@ -450,7 +451,12 @@ class TieredBytecodeCache(BytecodeCache):
                 if not size:
                     raw = marshal.dumps(code)
                     size = len(raw)
-                value = (source, checksum, code, size)
+                if not promotion and raw is not None and stored is None:
+                    # marshal.dumps left a cached copy of the bytecode on every code
+                    # object of the freshly compiled template (CPython 3.11+ caches
+                    # co_code when it is read): 40% more memory than a loaded copy.
+                    stored = marshal.loads(raw)
+                value = (source, checksum, stored if stored is not None else code, size)
             else:
                 value = data if data is not None else encoded.get(slot.compress)
                 if value is None:

@@ -55,9 +55,12 @@ class MemcachedTier:
     """Entries in memcached, shared by every host that points at the same servers.
 
     ``servers`` is one ``"host:port"``, a list of them (keys spread with pymemcache's
-    ``HashClient`` and rendezvous hashing; a dead node is dropped after ``retry_attempts``
-    failures and retried after ``dead_timeout`` seconds), or a ready pymemcache client
-    (used as given: it must be thread-safe if the cache is shared by threads).
+    ``HashClient`` and rendezvous hashing; a node that fails is dropped at once, so its
+    keys move to the live nodes, and tried again after ``dead_timeout`` seconds; with
+    pymemcache's default ``retry_attempts=2`` a dead node's keys, the namespace
+    generation among them, keep failing until it has failed three times), or a ready
+    pymemcache client (used as given: it must be thread-safe if the cache is shared by
+    threads).
 
     Our defaults differ from pymemcache's on purpose: connections are pooled (its plain
     ``Client`` is not thread-safe), TCP_NODELAY is on, a ``connect_timeout`` and a read
@@ -87,7 +90,7 @@ class MemcachedTier:
         max_item_size: int = DEFAULT_ITEM_SIZE,
         compress: bool = False,
         max_pool_size: int = 32,
-        retry_attempts: int = 1,
+        retry_attempts: int = 0,
         dead_timeout: float = 10.0,
         generation_ttl: float = 2.0,
     ) -> None:
