@@ -35,7 +35,7 @@ class CountingEnvironment(Environment):
 
     def compile(
         self, source: Any, name: str | None = None, filename: str | None = None, *a: Any, **k: Any
-    ) -> Any:  # type: ignore[override]
+    ) -> Any:
         self.compiled.add(name)
         return super().compile(source, name, filename, *a, **k)
 

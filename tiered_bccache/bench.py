@@ -49,7 +49,17 @@ from .tiers.filesystem import FileSystemTier
 from .tiers.memcached import MemcachedTier
 from .tiers.memory import MemoryTier
 
-__all__ = ["TARGETS", "BenchConfig", "BenchReport", "run_bench", "private_memcached"]
+__all__ = [
+    "TARGETS",
+    "BenchConfig",
+    "BenchReport",
+    "DictFloor",
+    "MarshalFileFloor",
+    "Target",
+    "fmt_us",
+    "private_memcached",
+    "run_bench",
+]
 
 Progress = Callable[[str, int, int], None]
 
@@ -178,8 +188,8 @@ class BenchReport:
             totals = self.totals(c)
             med = statistics.median(totals)
             lines.append(
-                f"{c:<12} {_fmt_us(med):>12} {_fmt_us(med / n):>13} "
-                f"{_fmt_us(min(totals)):>8}..{_fmt_us(max(totals)):<8}"
+                f"{c:<12} {fmt_us(med):>12} {fmt_us(med / n):>13} "
+                f"{fmt_us(min(totals)):>8}..{fmt_us(max(totals)):<8}"
             )
         lines += ["", f"{'ratio':<24} {'median':>7} {'spread':>12}  {'target':<11} what"]
         for t in TARGETS:
@@ -219,7 +229,8 @@ class BenchReport:
         plt.close(fig)
 
 
-def _fmt_us(ns: float) -> str:
+def fmt_us(ns: float) -> str:
+    """A time given in nanoseconds, in microseconds (milliseconds from 10 ms up)."""
     us = ns / 1000
     return f"{us / 1000:.1f} ms" if us >= 10000 else f"{us:.1f} us"
 

@@ -1,0 +1,248 @@
+"""What the benchmarks share: repeated, interleaved measurements, reported as ratios with
+their median and spread (min..max), every loop bounded in count and in time.
+
+The machines these run on are shared and noisy, so an absolute time means little; a ratio
+against a baseline measured in the same round, in a rotating order, means a lot more. A
+round measures every contender once; the ratio is taken per round and summarised over
+rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import time
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from jinja2 import Environment, FileSystemLoader
+
+from tiered_bccache.bench import Target, fmt_us
+from tiered_bccache.corpus import generate_corpus
+
+__all__ = [
+    "Corpus",
+    "Deadline",
+    "Spread",
+    "Target",
+    "compiled_corpus",
+    "describe_machine",
+    "fmt_bytes",
+    "fmt_us",
+    "interleave",
+    "parser",
+    "ratios",
+    "table",
+    "time_calls",
+    "verdict",
+    "write_json",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """The median and the range of repeated measurements of one quantity."""
+
+    median: float
+    low: float
+    high: float
+    count: int
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Spread:
+        """Summarise ``values``; raises ValueError when there are none."""
+        v = list(values)
+        if not v:
+            raise ValueError("no measurements to summarise")
+        return cls(float(statistics.median(v)), float(min(v)), float(max(v)), len(v))
+
+    def as_dict(self) -> dict[str, float]:
+        return {"median": self.median, "min": self.low, "max": self.high, "n": self.count}
+
+    def ratio(self) -> str:
+        """``1.03x``: the median as a ratio."""
+        return f"{self.median:.2f}x"
+
+    def range(self, fmt: str = ".2f") -> str:
+        """``0.98..1.07``: the spread, in the given format."""
+        return f"{self.low:{fmt}}..{self.high:{fmt}}"
+
+
+class Deadline:
+    """A time budget: every loop that could run long checks one."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.end
+
+
+def interleave(
+    measures: Mapping[str, Callable[[], float]],
+    *,
+    rounds: int,
+    seconds: float,
+    min_rounds: int = 3,
+    gc_off: bool = False,
+    collect: bool = True,
+) -> dict[str, list[float]]:
+    """Call every measurement once per round, the order rotated by one each round, for
+    ``rounds`` rounds or until ``seconds`` have passed (but at least ``min_rounds``).
+    Returns each measurement's values, one per round, in round order, so that
+    ``values[a][i] / values[b][i]`` compares two contenders measured side by side.
+
+    The garbage collector runs before every measurement, outside it (unless ``collect``
+    is false: a measurement may want to decide that itself). A collection pays for the
+    garbage of every contender and lands in whichever one happens to be running, so with
+    ``gc_off`` it is also kept off during short measurements, as ``timeit`` does.
+    """
+    names = list(measures)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    deadline = Deadline(seconds)
+    was_enabled = gc.isenabled()
+    try:
+        for r in range(max(rounds, 1)):
+            if r >= min_rounds and deadline.expired():
+                break
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:
+                if collect:
+                    gc.collect()
+                if gc_off:
+                    gc.disable()
+                try:
+                    out[name].append(measures[name]())
+                finally:
+                    if was_enabled:
+                        gc.enable()
+    finally:
+        if was_enabled:
+            gc.enable()
+    return out
+
+
+def ratios(samples: Mapping[str, Sequence[float]], numerator: str, denominator: str) -> Spread:
+    """numerator / denominator, per round, summarised over rounds."""
+    return Spread.of(
+        a / b for a, b in zip(samples[numerator], samples[denominator], strict=True) if b
+    )
+
+
+def time_calls(
+    fn: Callable[[str], object],
+    args: Sequence[str],
+    before: Callable[[], object] | None = None,
+) -> float:
+    """Nanoseconds spent in ``fn(a)`` for every ``a`` in ``args``, summed; ``before()`` runs
+    ahead of each call, outside the timed part (to empty a memory tier, say)."""
+    perf = time.perf_counter_ns
+    total = 0
+    for a in args:
+        if before is not None:
+            before()
+        started = perf()
+        fn(a)
+        total += perf() - started
+    return float(total)
+
+
+def verdict(target: Target, value: float) -> str:
+    """``<= 1.2x met`` or ``>= 0.9x MISSED``."""
+    op = "<=" if target.at_most else ">="
+    return f"{op} {target.limit:g}x {'met' if target.met(value) else 'MISSED'}"
+
+
+def fmt_bytes(n: float) -> str:
+    """A size in bytes, kB or MB (powers of 1024)."""
+    if abs(n) >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MB"
+    if abs(n) >= 1024:
+        return f"{n / 1024:.1f} kB"
+    return f"{n:.0f} B"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Rows of cells as aligned text: the first column to the left, the others right."""
+    grid = [list(header), *(list(r) for r in rows)]
+    widths = [max(len(row[i]) for row in grid) for i in range(len(header))]
+    lines = []
+    for row in grid:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--quick``, ``--json FILE``, ``--rounds``,
+    ``--seconds``."""
+    p = argparse.ArgumentParser(
+        prog=f"python -m benchmarks.{module}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="fewer rounds and sizes: a fast look")
+    p.add_argument("--json", metavar="FILE", help="write the results to FILE as JSON")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (repeats)")
+    p.add_argument("--seconds", type=float, default=None, help="time budget of the measuring loop")
+    return p
+
+
+def write_json(path: str | None, data: Mapping[str, Any]) -> None:
+    """Write ``data`` to ``path`` (nothing when ``path`` is None)."""
+    if path is None:
+        return
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+
+
+def describe_machine() -> dict[str, Any]:
+    """What the numbers were measured on, load average included (the machine is shared)."""
+    return {
+        "python": platform.python_version(),
+        "jinja2": jinja2.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Corpus:
+    """Generated templates on disk with their sources and code, compiled once by a
+    default ``Environment`` (code is only valid for environments with default settings)."""
+
+    directory: str
+    names: list[str]
+    sources: dict[str, str]
+    filenames: dict[str, str]
+    codes: dict[str, types.CodeType]
+
+
+def compiled_corpus(
+    directory: str, *, count: int, seed: int = 0, max_size: int = 50 * 1024
+) -> Corpus:
+    """Generate ``count`` templates under ``directory`` (sources up to ``max_size`` bytes)
+    and compile each once."""
+    names = generate_corpus(directory, count=count, seed=seed, max_size=max_size)
+    env = Environment(loader=FileSystemLoader(directory))
+    loader = env.loader
+    assert loader is not None
+    sources, filenames, codes = {}, {}, {}
+    for name in names:
+        source, filename, _ = loader.get_source(env, name)
+        assert filename is not None
+        sources[name] = source
+        filenames[name] = filename
+        codes[name] = env.compile(source, name, filename)
+    return Corpus(directory, names, sources, filenames, codes)
