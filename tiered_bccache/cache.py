@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import marshal
 import os
+import threading
 import time
 import types
 import weakref
@@ -189,6 +190,8 @@ class TieredBytecodeCache(BytecodeCache):
             for tier in self._tiers
         )
         self._lease_slot = next((s for s in self._slots if s.lease is not None), None)
+        #: The lease this thread holds while Jinja compiles (see _take_lease).
+        self._held = threading.local()
         self._states: dict[int, _EnvState] = {}
         self._log = RateLimitedLog(logger)
         self._trace: TraceWriter | None = None
@@ -281,10 +284,11 @@ class TieredBytecodeCache(BytecodeCache):
                 start = 1
             # else: dumped from a plain Jinja bucket, without its source; _load compares
             # checksums instead.
+        self._release_held()
         size = self._load(bucket, source, start)
         if size is None and self._lease_slot is not None:
-            self._take_lease(bucket, source)
-        elif size is not None and self._trace is not None:
+            size = self._take_lease(bucket, source)
+        if size is not None and self._trace is not None:
             self._trace.record(key, size)
         return bucket
 
@@ -296,6 +300,8 @@ class TieredBytecodeCache(BytecodeCache):
             lease = getattr(bucket, "lease", None)
             if lease is not None:
                 bucket.lease = None  # type: ignore[attr-defined]
+                if getattr(self._held, "lock", None) is lease:
+                    self._held.lock = None
                 _release(lease)
 
     def load_bytecode(self, bucket: Bucket) -> None:
@@ -345,9 +351,12 @@ class TieredBytecodeCache(BytecodeCache):
 
     # -- the walk -------------------------------------------------------------------------
 
-    def _load(self, bucket: Bucket, source: str | None, start: int = 0) -> int | None:
+    def _load(
+        self, bucket: Bucket, source: str | None, start: int = 0, *, again: bool = False
+    ) -> int | None:
         """Walk the tiers from ``start``; on a hit fill ``bucket.code``, promote, and
-        return the entry size; on a miss return None."""
+        return the entry size; on a miss return None. ``again`` marks a second look in
+        the same lookup: its misses and rejections were counted the first time."""
         key = bucket.key
         for index in range(start, len(self._slots)):
             slot = self._slots[index]
@@ -382,19 +391,22 @@ class TieredBytecodeCache(BytecodeCache):
                 try:
                     data = slot.tier.get(key)
                 except Exception as exc:
-                    self._failed(slot, "get", exc)
+                    if not again:  # a second failure in one lookup is not news either
+                        self._failed(slot, "get", exc)
                     continue
                 finally:
                     counters.latency.observe(time.perf_counter_ns() - started)
                 if breaker is not None:
                     breaker.success()
                 if data is None:
-                    counters.misses += 1
+                    counters.misses += 0 if again else 1
                     continue
                 counters.bytes_read += len(data)
                 try:
                     code = self._codec.decode(key, bucket.checksum, data)
                 except EntryError as exc:
+                    if again:
+                        continue
                     counters.reject(exc.reason)
                     counters.misses += 1
                     if exc.reason != "stale":  # a changed template is routine, not news
@@ -421,7 +433,7 @@ class TieredBytecodeCache(BytecodeCache):
                     promotion=True,
                 )
             return size
-        self.misses += 1
+        self.misses += 0 if again else 1
         return None
 
     def _store(
@@ -492,10 +504,11 @@ class TieredBytecodeCache(BytecodeCache):
 
     # -- the compile lease ----------------------------------------------------------------
 
-    def _take_lease(self, bucket: _Bucket, source: str) -> None:
+    def _take_lease(self, bucket: _Bucket, source: str) -> int | None:
         """After a miss everywhere, make sure only one process of the host compiles the
-        template: take its lease, or wait for the holder's entry (at most
-        ``lease_timeout``), then look again."""
+        template: take its lease (waiting at most ``lease_timeout`` for a holder), then
+        look again, since the entry may have been written in the meantime. Returns the
+        entry's size when that second look hits."""
         slot = self._lease_slot
         assert slot is not None and slot.lease is not None
         try:
@@ -507,19 +520,31 @@ class TieredBytecodeCache(BytecodeCache):
                 try:
                     lock.acquire(timeout=self.lease_timeout, poll_interval=0.002)
                 except Timeout:
-                    return  # the holder is stuck: compile without the lease
-                # The holder finished, failed, or died: its entry is there unless it failed.
-                if self._load(bucket, source) is not None:
-                    self.misses -= 1  # the first walk's miss turned into a hit
-                    _release(lock)
-                    return
+                    return None  # the holder is stuck: compile without the lease
         except Exception as exc:
             self._failed(slot, "lease", exc)
-            return
+            return None
+        # Whoever held the lease before us (or released it just before we asked) has
+        # written its entry, unless its compile failed: look in the lease tier and below.
+        size = self._load(bucket, source, self._slots.index(slot), again=True)
+        if size is not None:
+            self.misses -= 1  # the first walk's miss turned into a hit
+            _release(lock)
+            return size
         bucket.lease = lock
-        # If the compile raises, Jinja drops the bucket without calling set_bucket: the
-        # lease goes with it, so nobody waits on a template that does not compile.
+        # If the compile raises, Jinja drops the bucket without calling set_bucket. The
+        # thread's next lookup that is not a memory hit releases the lease; so does the
+        # bucket's finalizer, whichever comes first. Nobody waits on a template that
+        # does not compile for longer than that.
+        self._held.lock = lock
         weakref.finalize(bucket, _release, lock)
+        return None
+
+    def _release_held(self) -> None:
+        lock = getattr(self._held, "lock", None)
+        if lock is not None:
+            self._held.lock = None
+            _release(lock)
 
     # -- errors ---------------------------------------------------------------------------
 
