@@ -17,7 +17,6 @@ import os
 import secrets
 import signal
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader
 
 from tiered_bccache import FileSystemTier, MemcachedTier, MemoryTier, TieredBytecodeCache
-from tiered_bccache.bench import private_memcached
+from tiered_bccache.bench import private_memcached, private_memcached_process
 from tiered_bccache.corpus import generate_corpus
 
 SECRET = secrets.token_bytes(32)
@@ -36,18 +35,12 @@ COOLDOWN = 2.0
 
 @contextmanager
 def _server() -> Iterator[tuple[str, int]]:
-    """A private memcached and its pid (found from the port's owner: we started it)."""
-    before = set(_memcached_pids())
-    with private_memcached() as address:
-        if address is None:
+    """A private memcached and the pid of the very process we started."""
+    with private_memcached_process() as started:
+        if started is None:
             raise SystemExit("benchmarks.faults needs memcached: apt-get install memcached")
-        pids = [p for p in _memcached_pids() if p not in before]
-        yield address, pids[0]
-
-
-def _memcached_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-x", "memcached"], capture_output=True, text=True, check=False)
-    return [int(p) for p in out.stdout.split()]
+        address, proc = started
+        yield address, proc.pid
 
 
 def _cold_load(loader_dir: str, names: list[str], tiers: list[Any]) -> tuple[float, dict[str, Any]]:

@@ -61,6 +61,7 @@ __all__ = [
     "Target",
     "fmt_us",
     "private_memcached",
+    "private_memcached_process",
     "run_bench",
 ]
 
@@ -336,11 +337,19 @@ def _free_port() -> int:
 def private_memcached(binary: str | None = None) -> Iterator[str | None]:
     """Start a memcached of our own on a free loopback port for the duration; yields its
     address, or None when no ``memcached`` binary is installed."""
-    binary = (
-        binary
-        or shutil.which("memcached")
-        or ("/usr/bin/memcached" if os.path.exists("/usr/bin/memcached") else None)
-    )
+    with private_memcached_process(binary) as started:
+        yield None if started is None else started[0]
+
+
+@contextmanager
+def private_memcached_process(
+    binary: str | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]] | None]:
+    """Like :func:`private_memcached`, yielding the address and the process (for fault
+    benchmarks that stop and continue it)."""
+    binary = binary or shutil.which("memcached")
+    if binary is None and os.path.exists("/usr/bin/memcached"):
+        binary = "/usr/bin/memcached"
     if binary is None:
         yield None
         return
@@ -359,7 +368,7 @@ def private_memcached(binary: str | None = None) -> Iterator[str | None]:
                 time.sleep(0.02)
         else:
             raise RuntimeError(f"memcached did not start on port {port}")
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", proc
     finally:
         proc.kill()
         proc.wait(timeout=10)

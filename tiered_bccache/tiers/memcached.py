@@ -243,7 +243,14 @@ class MemcachedTier:
 
     def set(self, key: str, value: bytes) -> None:
         if not self.client.set(self.key(key), value, expire=self.expire, noreply=False):
-            raise ConnectionError(f"memcached refused to store {len(value)} bytes")
+            raise ConnectionError(
+                f"memcached did not store {len(value)} bytes (the server refused them, or "
+                "pymemcache is skipping a node that failed)"
+            )
+        # After a restart the generation key is gone; a process starting now would pick a
+        # new generation and orphan what the running ones write. Re-adding ours (a no-op
+        # while it exists) keeps them in agreement. Writes follow compiles: this is cheap.
+        self.client.add(self._gen_key, self._gen.encode(), expire=0, noreply=True)
 
     def delete(self, key: str) -> None:
         self.client.delete(self.key(key), noreply=False)
