@@ -47,15 +47,35 @@ _LEXER_SETTINGS = (
 _EXTENSION_SETTINGS = ("newstyle_gettext",)
 
 
-def callable_identity(obj: object) -> str:
+#: How deep callables inside closures, defaults and state are followed (cycles stop here).
+_MAX_DEPTH = 4
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, type(Ellipsis))
+_ROUTINES = (
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.MethodDescriptorType,
+    types.WrapperDescriptorType,
+    types.MethodWrapperType,
+    types.ClassMethodDescriptorType,
+    type,
+)
+
+
+def callable_identity(obj: object, _depth: int = 0) -> str:
     """A name for a callable that is stable across processes: where it is defined, and a
-    digest of its code and of the values it closes over, so that two lambdas in one module,
-    or two closures from one factory, do not look alike."""
+    digest of its code and of the data it computes with (closure cells, defaults, bound
+    arguments, the state of a bound or callable object), so that two lambdas in one module,
+    two closures from one factory, or two configured objects of one class do not look
+    alike. Jinja calls finalize, and filters and tests applied to constants, at compile
+    time: what they return is baked into the code."""
     if isinstance(obj, functools.partial):
-        # Every partial is a ``functools.partial``: what it computes is its function and
-        # the arguments bound to it.
-        bound = _digest((obj.args, obj.keywords))
-        return f"partial({callable_identity(obj.func)})#{bound}"
+        bound = _digest((obj.args, obj.keywords), _depth)
+        return f"partial({callable_identity(obj.func, _depth + 1)})#{bound}"
+    if not isinstance(obj, _ROUTINES):
+        # A callable object: its class's __call__, and its state.
+        call = callable_identity(type(obj).__call__, _depth + 1)
+        return f"instance({call})@{_digest(_state(obj), _depth)}"
     func: Any = getattr(obj, "__func__", obj)  # bound methods
     qualname = getattr(func, "__qualname__", type(func).__qualname__)
     name = f"{getattr(func, '__module__', '?')}.{qualname}"
@@ -66,35 +86,45 @@ def callable_identity(obj: object) -> str:
         except ValueError:  # a cell not yet filled
             cells = ()
         defaults = (getattr(func, "__defaults__", None), getattr(func, "__kwdefaults__", None))
-        # A closure's cells and the defaults are data the code computes with: a
-        # finalize made by a factory bakes them into the template's constants.
-        name += "#" + _digest((code, defaults, cells))
+        name += "#" + _digest((code, defaults, cells), _depth)
+    owner = getattr(obj, "__self__", None)
+    if owner is not None and not isinstance(owner, (types.ModuleType, type)):
+        name += "@" + _digest(_state(owner), _depth)
     return name
 
 
-def _digest(value: object) -> str:
+def _state(obj: object) -> object:
+    state = getattr(obj, "__dict__", None)
+    return obj if state is None else state
+
+
+def _digest(value: object, depth: int = 0) -> str:
     # Version 2: from version 3 on, marshal flags every object whose refcount is above one,
     # so the bytes would depend on who else happens to hold a constant.
-    return hashlib.sha256(marshal.dumps(_canonical(value), 2)).hexdigest()[:16]
+    return hashlib.sha256(marshal.dumps(_canonical(value, depth), 2)).hexdigest()[:16]
 
 
-_PLAIN = (type(None), bool, int, float, complex, str, bytes, type(Ellipsis))
-
-
-def _canonical(value: object) -> Any:
-    """``value`` as data marshal writes the same way in every process; anything else (a
-    function, a module, an instance) is named by its type, the only stable thing it has."""
+def _canonical(value: object, depth: int = 0) -> Any:
+    """``value`` as data marshal writes the same way in every process: plain data as it
+    is, callables by :func:`callable_identity`, anything else by its type."""
     if type(value) in _PLAIN:
         return value
+    if depth > _MAX_DEPTH:
+        return f"<{type(value).__module__}.{type(value).__qualname__}>"
     if isinstance(value, types.CodeType):
-        return ("code", value.co_code, _canonical(value.co_consts), value.co_names)
+        return ("code", value.co_code, _canonical(value.co_consts, depth), value.co_names)
     if isinstance(value, (tuple, list)):
-        return tuple(_canonical(item) for item in value)
+        return tuple(_canonical(item, depth) for item in value)
     if isinstance(value, dict):
-        return ("dict", tuple((_canonical(k), _canonical(v)) for k, v in value.items()))
+        return (
+            "dict",
+            tuple((_canonical(k, depth), _canonical(v, depth)) for k, v in value.items()),
+        )
     if isinstance(value, (set, frozenset)):
         # Before Python 3.11 marshal writes a set in hash order, which is per process.
-        return ("set", tuple(sorted(marshal.dumps(_canonical(item), 2) for item in value)))
+        return ("set", tuple(sorted(marshal.dumps(_canonical(item, depth), 2) for item in value)))
+    if callable(value):
+        return ("callable", callable_identity(value, depth + 1))
     return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
@@ -105,9 +135,11 @@ def _pass_arg(func: Callable[..., Any]) -> str:
 
 def _calling_conventions(mapping: Mapping[str, Any]) -> Iterable[str]:
     # The compiler writes ``context``, ``eval_ctx`` or ``environment`` into the call of
-    # each filter and test depending on how it is decorated, and refuses unknown names.
+    # each filter and test depending on how it is decorated, and refuses unknown names;
+    # the optimizer calls them on constants, so what they compute is baked in too.
     for name in sorted(mapping):
-        yield f"{name}={_pass_arg(mapping[name])}"
+        func = mapping[name]
+        yield f"{name}={_pass_arg(func)} {callable_identity(func)}"
 
 
 def environment_fingerprint(env: Environment) -> str:
@@ -145,7 +177,9 @@ def environment_fingerprint(env: Environment) -> str:
     parts += [
         f"{name} {getattr(env, name)!r}" for name in _EXTENSION_SETTINGS if hasattr(env, name)
     ]
-    parts.append(f"policy ext.i18n.trimmed {env.policies.get('ext.i18n.trimmed')!r}")
+    # Policies: filters folded at compile time read them (urlize.*, truncate.leeway,
+    # json.*), and the i18n extension reads ext.i18n.trimmed while parsing.
+    parts += [f"policy {k} {_digest(v)}" for k, v in sorted(env.policies.items())]
     parts += [f"filter {item}" for item in _calling_conventions(env.filters)]
     parts += [f"test {item}" for item in _calling_conventions(env.tests)]
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]
