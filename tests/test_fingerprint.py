@@ -461,3 +461,34 @@ def test_callable_identity_of_a_set_literal_is_equal_across_hash_seeds() -> None
         for seed in ("1", "2", "3")
     }
     assert len(identities) == 1
+
+
+CURRENCY = "EUR"
+
+
+def price(value: float) -> str:
+    return f"{value:.2f} {CURRENCY}"
+
+
+def test_module_globals_a_folded_filter_reads_are_part_of_its_identity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A filter reading a module constant is baked with its value: a new value, a new key."""
+    before = fp(with_filter("price", price))
+    monkeypatch.setitem(globals(), "CURRENCY", "USD")
+    assert fp(with_filter("price", price)) != before
+
+
+def test_unpicklable_state_fails_closed() -> None:
+    """A finalize whose state cannot be described never shares a key, even with itself."""
+    import threading
+
+    class Locked:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+        def __call__(self, value: object) -> object:
+            return value
+
+    finalize = Locked()
+    assert fp(Environment(finalize=finalize)) != fp(Environment(finalize=finalize))

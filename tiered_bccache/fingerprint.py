@@ -13,10 +13,14 @@ strings (randomised per process), no reprs that embed memory addresses.
 
 from __future__ import annotations
 
+import copyreg
+import enum
 import functools
 import hashlib
 import importlib.util
+import logging
 import marshal
+import secrets
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
@@ -86,16 +90,38 @@ def callable_identity(obj: object, _depth: int = 0) -> str:
         except ValueError:  # a cell not yet filled
             cells = ()
         defaults = (getattr(func, "__defaults__", None), getattr(func, "__kwdefaults__", None))
-        name += "#" + _digest((code, defaults, cells), _depth)
+        # Module-level values the code reads by name (a CURRENCY constant in a filter).
+        module_globals = getattr(func, "__globals__", {})
+        used = tuple(
+            (n, module_globals[n])
+            for n in _names(code)
+            if n in module_globals and not isinstance(module_globals[n], types.ModuleType)
+        )
+        name += "#" + _digest((code, defaults, cells, used), _depth)
     owner = getattr(obj, "__self__", None)
     if owner is not None and not isinstance(owner, (types.ModuleType, type)):
         name += "@" + _digest(_state(owner), _depth)
     return name
 
 
+def _names(code: types.CodeType) -> list[str]:
+    """The global names ``code`` and the code nested in it read, sorted."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(_names(const))
+    return sorted(names)
+
+
 def _state(obj: object) -> object:
-    state = getattr(obj, "__dict__", None)
-    return obj if state is None else state
+    """An object's data: its ``__dict__`` and every ``__slots__`` value up its classes."""
+    state: dict[str, object] = dict(getattr(obj, "__dict__", None) or {})
+    for cls in type(obj).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot not in ("__dict__", "__weakref__") and hasattr(obj, slot):
+                state[f"{cls.__qualname__}.{slot}"] = getattr(obj, slot)
+    return state
 
 
 def _digest(value: object, depth: int = 0) -> str:
@@ -109,8 +135,16 @@ def _canonical(value: object, depth: int = 0) -> Any:
     is, callables by :func:`callable_identity`, anything else by its type."""
     if type(value) in _PLAIN:
         return value
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
     if depth > _MAX_DEPTH:
-        return f"<{type(value).__module__}.{type(value).__qualname__}>"
+        return f"<{kind}>"
+    if isinstance(value, enum.Enum):
+        return ("enum", kind, value.name)
+    for base in (bool, int, float, complex, str, bytes):
+        if isinstance(value, base):
+            # Markup and other subclasses of plain types: the type and the plain value.
+            convert: Callable[[Any], Any] = base
+            return ("sub", kind, convert(value))
     if isinstance(value, types.CodeType):
         return ("code", value.co_code, _canonical(value.co_consts, depth), value.co_names)
     if isinstance(value, (tuple, list)):
@@ -125,7 +159,24 @@ def _canonical(value: object, depth: int = 0) -> Any:
         return ("set", tuple(sorted(marshal.dumps(_canonical(item, depth), 2) for item in value)))
     if callable(value):
         return ("callable", callable_identity(value, depth + 1))
-    return f"<{type(value).__module__}.{type(value).__qualname__}>"
+    if isinstance(value, types.ModuleType):
+        return ("module", value.__name__)
+    # Anything else (a Decimal, a configured object) is what it pickles to. Failing that,
+    # fail closed: a token no other computation shares, so this environment never shares
+    # entries, rather than ever sharing them wrongly.
+    try:
+        reducer = copyreg.dispatch_table.get(type(value))  # re.Pattern pickles this way
+        reduced = reducer(value) if reducer is not None else value.__reduce_ex__(2)
+    except Exception:
+        logging.getLogger("tiered_bccache").warning(
+            "tiered_bccache: cannot describe a %s that a compile-time callable uses; "
+            "this environment will not share cache entries with other processes",
+            kind,
+        )
+        return ("opaque", kind, secrets.token_hex(16))
+    if isinstance(reduced, str):
+        return ("global", kind, reduced)
+    return ("reduced", kind, _canonical(tuple(reduced)[1:], depth + 1))
 
 
 def _pass_arg(func: Callable[..., Any]) -> str:
