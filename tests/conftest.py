@@ -119,24 +119,26 @@ def _require_binary() -> None:
         pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def memcached() -> Iterator[MemcachedServer]:
-    """One memcached for the session; tests isolate themselves with ``mc_prefix``."""
+def _running_server() -> Iterator[MemcachedServer]:
     _require_binary()
     server = MemcachedServer(free_port())
     server.start()
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def memcached() -> Iterator[MemcachedServer]:
+    """One memcached for the session; tests isolate themselves with ``mc_prefix``."""
+    yield from _running_server()
 
 
 @pytest.fixture
 def memcached_private() -> Iterator[MemcachedServer]:
     """A memcached of the test's own, for tests that kill, pause or restart it."""
-    _require_binary()
-    server = MemcachedServer(free_port())
-    server.start()
-    yield server
-    server.stop()
+    yield from _running_server()
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from jinja2 import DictLoader, Environment, FileSystemLoader
 from jinja2.bccache import Bucket
 
 from tests.conftest import SECRET, MemcachedServer
+from tests.tiers.test_base import DictTier
 from tiered_bccache import (
-    ByteTier,
     ConfigurationError,
     FileSystemTier,
     InsecureConfigurationError,
@@ -39,27 +39,6 @@ TEMPLATES = {
     ),
 }
 EXPECTED = "<title>Page</title><li>A</li><li>B</li>"
-
-
-class DictTier(ByteTier):
-    """A user-written byte tier: a dict."""
-
-    name = "dict"
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def set(self, key: str, value: bytes) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-    def clear(self) -> None:
-        self.data.clear()
 
 
 class BrokenTier(DictTier):
