@@ -68,10 +68,11 @@ class MemcachedTier:
     for the reply (its default ``noreply`` hides a rejected write). On a LAN memcached
     answers in well under a millisecond, so the timeouts are tens of milliseconds.
 
-    ``compress`` (on by default) zlib-compresses entries: marshalled templates shrink to
-    about 28%, which fits 3.5x as many in a shared memcached and pays for its decompression
-    (about 80 us per 40 kB entry) on any link slower than about 3 Gbit/s
-    (``python -m benchmarks.compression``). Turn it off for memcached on the same host.
+    ``compress`` zlib-compresses entries: marshalled templates shrink to about 28%, so a
+    shared memcached holds 3.5x as many, at about 80 us of decompression per 40 kB entry.
+    That pays on links slower than about 3 Gbit/s (``python -m benchmarks.compression``);
+    on faster ones it costs time on every hit, so it is off by default. Turn it on for a
+    gigabit network or a memcached short of memory.
 
     ``clear()`` never flushes the server, which other applications may share: every key
     carries a namespace generation, and clear bumps it (the old entries age out). Other
@@ -93,7 +94,7 @@ class MemcachedTier:
         connect_timeout: float = 0.05,
         timeout: float = 0.05,
         max_item_size: int = DEFAULT_ITEM_SIZE,
-        compress: bool = True,
+        compress: bool = False,
         max_pool_size: int = 32,
         retry_attempts: int = 0,
         dead_timeout: float = 10.0,
