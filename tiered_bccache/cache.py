@@ -264,11 +264,11 @@ class TieredBytecodeCache(BytecodeCache):
             key = self._tier_key(state, environment, name, filename)
         bucket = _Bucket(environment, key, source)
         self.lookups += 1
-        start = 0
         first = self._slots[0]
         if first.objects:
             # The hit path: a memory hit for the very same source costs one dict lookup
-            # and one string comparison (no hashing of the source).
+            # and one string comparison (no hashing of the source). Anything else is
+            # the walk's business, counting included.
             entry = first.tier.get(key)
             if entry is not None and entry[0] == source:
                 first.counters.hits += 1
@@ -277,15 +277,8 @@ class TieredBytecodeCache(BytecodeCache):
                 if self._trace is not None:
                     self._trace.record(key, entry[3])
                 return bucket
-            if entry is None or entry[0] is not None:
-                first.counters.misses += 1
-                if entry is not None:
-                    first.counters.rejected_stale += 1
-                start = 1
-            # else: dumped from a plain Jinja bucket, without its source; _load compares
-            # checksums instead.
         self._release_held()
-        size = self._load(bucket, source, start)
+        size = self._load(bucket, source)
         if size is None and self._lease_slot is not None:
             size = self._take_lease(bucket, source)
         if size is not None and self._trace is not None:
