@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -195,22 +195,40 @@ def test_rate_limited_log_keeps_topics_apart(caplog: pytest.LogCaptureFixture) -
     assert messages(caplog) == ["get failed", "set failed"]
 
 
+class ManualClock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0  # steps of halves stay exact in binary floating point
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_rate_limited_log_reports_the_suppressed_count_next_time(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After the interval the next message is logged with the number suppressed since,
-    and the count starts again from zero."""
+    """A repeat is suppressed until a full interval has passed since the last message
+    logged; then it is logged with the number suppressed since, and the count starts
+    again from zero."""
+    clock = ManualClock()
+    # The log's clock, not the wall: a loaded machine cannot stretch the repeats past
+    # the interval, and the boundary is exact.
+    monkeypatch.setattr("tiered_bccache.stats.time", SimpleNamespace(monotonic=clock))
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    log = RateLimitedLog(logging.getLogger(LOGGER), interval=0.05)
+    log = RateLimitedLog(logging.getLogger(LOGGER), interval=30.0)
     log.warning("t", "failed")
     for _ in range(7):
+        clock.now += 4.0  # 28 s after the first message: still within the interval
         log.warning("t", "failed")
-    time.sleep(0.06)
-    log.warning("t", "failed")
-    time.sleep(0.06)
-    log.warning("t", "failed")
+    clock.now += 1.5
+    log.warning("t", "failed")  # the 8th repeat, 29.5 s after
+    clock.now += 0.5
+    log.warning("t", "failed")  # exactly 30 s after: logged, with the 8 suppressed
+    clock.now += 30.0
+    log.warning("t", "failed")  # nothing suppressed since
     assert messages(caplog) == [
         "failed",
-        "failed (7 similar messages suppressed)",
+        "failed (8 similar messages suppressed)",
         "failed",
     ]
