@@ -177,6 +177,47 @@ def test_threads_hammering_every_operation_keep_the_bounds() -> None:
     assert tier.get("after") == "after"
 
 
+def test_count_bound_holds_at_every_instant_with_both_bounds() -> None:
+    """With max_entries and max_bytes, len() read by other threads while keys are being
+    added never exceeds max_entries, not even between an insertion and an eviction."""
+    tier = MemoryTier(8, max_bytes=1_000_000)
+    for i in range(8):
+        tier.set(f"warm{i}", i, 10)  # full from the start: every later set evicts
+    seen: list[int] = []
+    stop = threading.Event()
+    deadline = time.monotonic() + 10.0
+
+    def read_len() -> None:
+        worst = 0
+        while not stop.is_set() and time.monotonic() < deadline:
+            worst = max(worst, len(tier))
+        seen.append(worst)
+
+    def write(seed: int) -> None:
+        for i in range(20_000):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            tier.set(f"w{seed}-{i}", i, 10)
+
+    readers = [threading.Thread(target=read_len) for _ in range(2)]
+    writers = [threading.Thread(target=write, args=(seed,)) for seed in range(2)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interrupt set() halfway as often as possible
+    try:
+        for thread in readers + writers:
+            thread.start()
+        for thread in writers:
+            thread.join(timeout=15)
+        stop.set()
+        for thread in readers:
+            thread.join(timeout=15)
+    finally:
+        stop.set()
+        sys.setswitchinterval(interval)
+    assert not any(thread.is_alive() for thread in readers + writers)
+    assert len(seen) == 2 and max(seen) == 8, seen
+
+
 def test_pickled_tier_is_empty_with_the_same_bounds() -> None:
     """A copy (as a process pool makes) keeps the configuration, not the code objects."""
     tier = MemoryTier(7, max_bytes=900)

@@ -89,14 +89,16 @@ class MemoryTier:
         """Store ``value`` weighing ``size`` bytes, evicting the least recently used."""
         item = (value, max(size, 1))
         with self._lock:
-            try:
-                self._lru[key] = item
-            except ValueError:  # cachetools' "value too large": larger than max_bytes
-                self._lru.pop(key, None)
+            if self.max_bytes is not None and item[1] > self.max_bytes:
+                self._lru.pop(key, None)  # never leave the key holding its old value
                 return
+            # With both bounds cachetools enforces only the weight. Make room for a new
+            # key before inserting it, not after: len() is read without the lock, and
+            # must never see max_entries + 1, even for an instant.
             if self.max_entries is not None and self.max_bytes is not None:
-                while len(self._lru) > self.max_entries:
+                while len(self._lru) >= self.max_entries and key not in self._lru:
                     self._lru.popitem()
+            self._lru[key] = item
 
     def delete(self, key: str) -> None:
         with self._lock:
