@@ -114,19 +114,28 @@ class MemcachedServer:
 def _require_binary() -> None:
     if memcached_binary() is None:
         message = "memcached is not installed (apt-get install memcached)"
-        if os.environ.get("CI", "").lower() == "true":
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
             pytest.fail(message + "; under CI=true this is a failure, not a skip")
         pytest.skip(message)
 
 
-def _running_server() -> Iterator[MemcachedServer]:
+def _running_servers(count: int, extra_args: list[str]) -> Iterator[list[MemcachedServer]]:
     _require_binary()
-    server = MemcachedServer(free_port())
-    server.start()
+    servers: list[MemcachedServer] = []
     try:
-        yield server
+        for _ in range(count):
+            server = MemcachedServer(free_port(), list(extra_args))
+            servers.append(server)
+            server.start()
+        yield servers
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
+
+
+def _running_server(extra_args: list[str] | None = None) -> Iterator[MemcachedServer]:
+    for servers in _running_servers(1, extra_args or []):
+        yield servers[0]
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +148,18 @@ def memcached() -> Iterator[MemcachedServer]:
 def memcached_private() -> Iterator[MemcachedServer]:
     """A memcached of the test's own, for tests that kill, pause or restart it."""
     yield from _running_server()
+
+
+@pytest.fixture(scope="session")
+def memcached_big() -> Iterator[MemcachedServer]:
+    """A memcached with a 2 MB item size (``-I 2m``), for values over the default 1 MB."""
+    yield from _running_server(["-I", "2m"])
+
+
+@pytest.fixture
+def memcached_cluster() -> Iterator[list[MemcachedServer]]:
+    """Three memcached processes of the test's own, which it may kill, pause or restart."""
+    yield from _running_servers(3, [])
 
 
 @pytest.fixture

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 import time
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..errors import ConfigurationError
+from ..stats import RateLimitedLog
 from ._validate import positive_int_or_none, positive_number
 
 __all__ = ["MemcachedTier", "parse_server"]
@@ -26,6 +29,28 @@ _HOST_PORT = re.compile(
 #: a header of about 50 bytes.
 DEFAULT_ITEM_SIZE = 1024 * 1024
 _ITEM_OVERHEAD = 512
+
+#: The one shape of a namespace generation, the shape this tier writes: ASCII digits, no
+#: sign, no leading zero, at most 16 of them, below 2**53. A fleet starts at the time in
+#: milliseconds (13 digits) and a clear adds one, so the bound is centuries away, and far
+#: below memcached's 64-bit counters. Anything else at the key is foreign.
+_GENERATION = re.compile(rb"[1-9][0-9]{0,15}")
+_GENERATION_LIMIT = 2**53
+#: Rounds of read-then-write before giving up on agreeing with writers racing us.
+_ROUNDS = 4
+
+#: What :attr:`MemcachedTier.events` counts, all from 0 when the tier is built.
+EVENTS = (
+    "generation_missing",
+    "generation_foreign",
+    "generation_replaced",
+    "generation_repaired",
+    "generation_changed",
+    "generation_node_errors",
+    "entry_not_bytes",
+)
+
+logger = logging.getLogger("tiered_bccache")
 
 Server = tuple[str, int] | str
 
@@ -48,16 +73,54 @@ def parse_server(spec: str) -> Server:
     return (match["v6"] or match["host"], port)
 
 
+def _parse_generation(value: object) -> int | None:
+    """The generation ``value`` holds, or None when it is not of our shape."""
+    if not isinstance(value, (bytes, bytearray)) or _GENERATION.fullmatch(value) is None:
+        return None
+    number = int(value)
+    return number if number < _GENERATION_LIMIT else None
+
+
+def _fresh_generation() -> int:
+    # Time-based, so that a fleet starting over never reuses an old namespace's number.
+    return time.time_ns() // 1_000_000
+
+
+class _RawBytes:
+    """A pymemcache serde that leaves values alone: bytes go out with flags 0 and come
+    back as stored, whatever flags another writer set. pymemcache's default does the
+    same today; saying so keeps a pickle planted under its pickle flag from ever being
+    unpickled should that default change."""
+
+    def serialize(self, key: object, value: bytes) -> tuple[bytes, int]:
+        return value, 0
+
+    def deserialize(self, key: object, value: bytes, flags: int) -> bytes:
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """What one node held at the generation key."""
+
+    node: str
+    client: Any
+    value: bytes | None
+    token: bytes | None
+    number: int | None
+
+
 class MemcachedTier:
     """Entries in memcached, shared by every host that points at the same servers.
 
     ``servers`` is one ``"host:port"``, a list of them (keys spread with pymemcache's
     ``HashClient`` and rendezvous hashing; a node that fails is dropped at once, so its
     keys move to the live nodes, and tried again after ``dead_timeout`` seconds; with
-    pymemcache's default ``retry_attempts=2`` a dead node's keys, the namespace
-    generation among them, keep failing until it has failed three times), or a ready
-    pymemcache client (used as given: it must be thread-safe if the cache is shared by
-    threads).
+    pymemcache's default ``retry_attempts=2`` a dead node's keys keep failing until it
+    has failed three times), or a ready pymemcache client (used as given: it must be
+    thread-safe if the cache is shared by threads, and should return values as bytes;
+    the generation is read and written through its ``gets``, ``cas`` and ``add``, per
+    node for a ``HashClient``).
 
     Our defaults differ from pymemcache's on purpose: connections are pooled (its plain
     ``Client`` is not thread-safe), TCP_NODELAY is on, a ``connect_timeout`` and a read
@@ -74,6 +137,26 @@ class MemcachedTier:
     ``clear()`` never flushes the server, which other applications may share: every key
     carries a namespace generation, and clear bumps it (the old entries age out). Other
     processes see a clear within ``generation_ttl`` seconds.
+
+    The generation is kept at ``<prefix>:gen`` on every node, and re-read from every
+    live node at most every ``generation_ttl`` seconds (a lookup in between costs one
+    get on one node). The largest valid value wins, and a node that misses it (it
+    restarted, or was away during a clear) or holds anything but a generation of our
+    shape (a foreign writer) is given it with ``add`` or ``cas``, so processes racing
+    to repair it agree on one value. When no node holds a valid generation the tier
+    keeps the one it was using (a new process starts a time-based one). So the death of
+    any node splits nobody, and a foreign value at the key costs one re-read. A node
+    that fails while the generation is read is skipped for ``dead_timeout`` seconds
+    while another node answers. Building a tier connects to nothing.
+
+    ``events`` counts what the tier noticed (see :data:`EVENTS`): values of another
+    shape at the generation key (``generation_foreign``) and our replacements of them
+    (``generation_replaced``), nodes that had lost the key (``generation_missing``) or
+    lagged, and were repaired (``generation_repaired``), changes of the generation in
+    use (``generation_changed``: a clear anywhere), node failures while reading or
+    writing it (``generation_node_errors``), and entry values that were not bytes
+    (``entry_not_bytes``: a ready client whose serde decodes; a miss). Counts only grow;
+    exact in one thread, an increment may rarely be lost under threads.
 
     Raises :class:`~tiered_bccache.ConfigurationError` for a malformed server, prefix or
     number.
@@ -155,6 +238,10 @@ class MemcachedTier:
         self._gen = ""
         self._gen_checked = -1.0e9
         self._gen_lock = threading.Lock()
+        #: node name -> time.monotonic() until which generation reads skip it
+        self._down_until: dict[str, float] = {}
+        self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
+        self._log = RateLimitedLog(logger)
 
     def _make_client(self, servers: list[Server]) -> Any:
         # Imported here, when a tier is built, not with the package: pymemcache brings in
@@ -168,6 +255,7 @@ class MemcachedTier:
             "no_delay": True,
             "default_noreply": False,
             "max_pool_size": self.max_pool_size,
+            "serde": _RawBytes(),
         }
         if len(servers) == 1:
             return PooledClient(servers[0], **common)
@@ -206,30 +294,137 @@ class MemcachedTier:
     # -- the namespace generation ------------------------------------------------------
 
     def generation(self) -> str:
-        """The namespace generation in every key, re-read from the server at most every
+        """The namespace generation in every key, re-read from the servers at most every
         ``generation_ttl`` seconds; :meth:`clear` bumps it."""
         if time.monotonic() - self._gen_checked < self.generation_ttl:
             return self._gen
-        with self._gen_lock:
+        # While one thread re-reads it, the others go on with the generation they have
+        # rather than queue behind a slow node.
+        if not self._gen_lock.acquire(blocking=not self._gen):
+            return self._gen
+        try:
             if time.monotonic() - self._gen_checked >= self.generation_ttl:
                 self._gen = self._fetch_generation()
                 self._gen_checked = time.monotonic()
-        return self._gen
+            return self._gen
+        finally:
+            self._gen_lock.release()
+
+    def _nodes(self) -> list[tuple[str, Any]]:
+        """Every node's own client: a HashClient's per-server clients (looked up each
+        time: it replaces a client when a dead server rejoins), or the one client."""
+        clients = getattr(self.client, "clients", None)
+        if isinstance(clients, dict) and clients:
+            return [(str(name), client) for name, client in clients.items()]
+        return [(self.name, self.client)]
+
+    def _live_nodes(self) -> list[tuple[str, Any]]:
+        """The nodes not skipped after a failure; all of them when every one is."""
+        nodes = self._nodes()
+        now = time.monotonic()
+        live = [(name, client) for name, client in nodes if self._down_until.get(name, 0) <= now]
+        return live or nodes
+
+    def _node_failed(self, node: str, exc: BaseException) -> None:
+        self._down_until[node] = time.monotonic() + self.dead_timeout
+        self.events["generation_node_errors"] += 1
+        self._log.warning(
+            "generation-node",
+            "tiered_bccache: %s: node %s failed on the generation key (%r); its copy is "
+            "skipped for %g s while another node answers",
+            self.name,
+            node,
+            exc,
+            self.dead_timeout,
+        )
+
+    def _read(self, nodes: list[tuple[str, Any]]) -> list[_Reading]:
+        """What every node in ``nodes`` holds at the generation key; raises the last
+        error when no node answered."""
+        readings: list[_Reading] = []
+        error: BaseException | None = None
+        for node, client in nodes:
+            try:
+                value, token = client.gets(self._gen_key)
+            except Exception as exc:
+                self._node_failed(node, exc)
+                error = exc
+                continue
+            number = _parse_generation(value)
+            if value is None:
+                self.events["generation_missing"] += 1
+            elif number is None:
+                self.events["generation_foreign"] += 1
+                self._log.warning(
+                    "generation-foreign",
+                    "tiered_bccache: %s: foreign value at %r on %s (%d bytes: %r); "
+                    "replacing it with a generation",
+                    self.name,
+                    self._gen_key,
+                    node,
+                    len(value),
+                    bytes(value[:32]),
+                )
+            readings.append(_Reading(node, client, value, token, number))
+        if not readings:
+            assert error is not None
+            raise error
+        return readings
+
+    def _write(self, readings: list[_Reading], target: int, *, force: bool = False) -> bool:
+        """Give every node ``target`` unless it holds it or (without ``force``) a larger
+        one. ``add`` where the key is missing and ``cas`` elsewhere, so a write lands only
+        on what was read: False when another writer came in between (read again)."""
+        payload = str(target).encode()
+        settled = True
+        for reading in readings:
+            number = reading.number
+            if number == target or (number is not None and number > target and not force):
+                continue
+            try:
+                if reading.value is None:
+                    stored = reading.client.add(self._gen_key, payload, expire=0, noreply=False)
+                else:
+                    stored = reading.client.cas(
+                        self._gen_key, payload, reading.token, expire=0, noreply=False
+                    )
+            except Exception as exc:
+                self._node_failed(reading.node, exc)
+                continue
+            if not stored:
+                settled = False
+            elif reading.value is not None and number is None:
+                self.events["generation_replaced"] += 1
+            else:
+                self.events["generation_repaired"] += 1
+        return settled
 
     def _fetch_generation(self) -> str:
-        value = self.client.get(self._gen_key)
-        if value is None:
-            # Missing after a restart or an eviction. Keep the generation we were using
-            # so that entries written since stay visible; a fresh cache starts at a
-            # time-based number so that it never resurrects entries of an old namespace.
-            start = self._gen or str(time.time_ns() // 1_000_000)
-            self.client.add(self._gen_key, start.encode(), expire=0, noreply=False)
-            value = self.client.get(self._gen_key)
-            if value is None:
+        """Read every live node, agree on the largest valid generation, and repair the
+        nodes that hold anything else."""
+        nodes = self._live_nodes()
+        for _ in range(_ROUNDS):
+            readings = self._read(nodes)
+            valid = [r.number for r in readings if r.number is not None]
+            if valid:
+                target = max(valid)
+            else:
+                # Lost everywhere (a restart, an eviction, a foreign writer). Keep the
+                # generation we were using so that entries written since stay visible.
+                target = int(self._gen) if self._gen else _fresh_generation()
+            if self._write(readings, target):
+                break
+        else:
+            valid = [r.number for r in self._read(nodes) if r.number is not None]
+            if not valid:
                 raise ConnectionError(
                     f"memcached did not keep the generation key {self._gen_key!r}"
                 )
-        return bytes(value).decode("ascii")
+            target = max(valid)
+        generation = str(target)
+        if self._gen and generation != self._gen:
+            self.events["generation_changed"] += 1
+        return generation
 
     def key(self, key: str) -> str:
         """The memcached key for ``key``: valid whatever ``key`` holds (at most 250 bytes,
@@ -242,7 +437,21 @@ class MemcachedTier:
 
     def get(self, key: str) -> bytes | None:
         value = self.client.get(self.key(key))
-        return None if value is None else bytes(value)
+        if value is None or type(value) is bytes:
+            return value
+        if isinstance(value, (bytearray, memoryview)):
+            return bytes(value)
+        # Only a ready client whose serde decodes gets here: what it decoded is not
+        # ours (bytes(5) would even make five zero bytes of it).
+        self.events["entry_not_bytes"] += 1
+        self._log.warning(
+            "entry-not-bytes",
+            "tiered_bccache: %s: the client decoded an entry into %s; a miss (give it a "
+            "serde that returns bytes)",
+            self.name,
+            type(value).__name__,
+        )
+        return None
 
     def set(self, key: str, value: bytes) -> None:
         if not self.client.set(self.key(key), value, expire=self.expire, noreply=False):
@@ -250,18 +459,36 @@ class MemcachedTier:
                 f"memcached did not store {len(value)} bytes (the server refused them, or "
                 "pymemcache is skipping a node that failed)"
             )
-        # After a restart the generation key is gone; a process starting now would pick a
-        # new generation and orphan what the running ones write. Re-adding ours (a no-op
-        # while it exists) keeps them in agreement. Writes follow compiles: this is cheap.
-        self.client.add(self._gen_key, self._gen.encode(), expire=0, noreply=True)
+        # After a restart of every node the generation key is gone; a process starting
+        # now would pick a new generation and orphan what the running ones write.
+        # Re-adding ours (a no-op while it exists) keeps them in agreement. Writes follow
+        # compiles, and a reply is not awaited: this is cheap.
+        payload = self._gen.encode()
+        for node, client in self._live_nodes():
+            try:
+                client.add(self._gen_key, payload, expire=0, noreply=True)
+            except Exception as exc:
+                self._node_failed(node, exc)
 
     def delete(self, key: str) -> None:
         self.client.delete(self.key(key), noreply=False)
 
     def clear(self) -> None:
+        """Bump the generation on every live node: one past the agreed one. Clears racing
+        each other may make one bump, which clears for all of them."""
         with self._gen_lock:
-            if self.client.incr(self._gen_key, 1, noreply=False) is None:
-                self.client.add(self._gen_key, str(time.time_ns() // 1_000_000).encode(), expire=0)
+            target = int(self._fetch_generation()) + 1
+            force = target >= _GENERATION_LIMIT  # only a foreign writer gets this far
+            if force:
+                target = _fresh_generation()
+            for _ in range(_ROUNDS):
+                if self._write(self._read(self._live_nodes()), target, force=force):
+                    break
+            else:
+                raise ConnectionError(
+                    f"memcached: could not bump {self._gen_key!r}: other writers kept racing"
+                )
+            self._gen = str(target)
             self._gen_checked = -1.0e9
 
     def close(self) -> None:
