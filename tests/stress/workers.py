@@ -5,6 +5,8 @@ web server's workers are, with nothing inherited but the arguments. A worker get
 (imports, builds its cache), reports ``ready``, waits for the start event that the parent
 sets once every worker is ready, does its work and reports the result; an exception is
 reported as its traceback, so a worker's failure fails the test with the worker's story.
+A worker may report more on the way (``waiting``: it found a compile lease held and is
+about to wait for it), for the parent to synchronise on instead of sleeping.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from dataclasses import dataclass, field
 from multiprocessing.queues import Queue as MPQueue
 from multiprocessing.synchronize import Event
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from filelock import FileLock, Timeout
 from jinja2 import Environment, FileSystemLoader, TemplateSyntaxError
 
 from tiered_bccache import FileSystemTier, MemcachedTier, MemoryTier, Tier, TieredBytecodeCache
@@ -121,8 +124,15 @@ class SharedTiers:
     prefix: str = "tbc"
     lease_timeout: float = 2.0
 
-    def cache(self) -> TieredBytecodeCache:
-        tiers: list[Tier] = [MemoryTier(max_entries=4096), FileSystemTier(self.cache_dir)]
+    def cache(self, *, on_lease_wait: Callable[[], None] | None = None) -> TieredBytecodeCache:
+        """A cache over the shared tiers; ``on_lease_wait`` is called when a compile
+        lease is found held by another process, before the cache waits for it."""
+        fs: FileSystemTier = (
+            FileSystemTier(self.cache_dir)
+            if on_lease_wait is None
+            else ReportingFileSystemTier(self.cache_dir, on_lease_wait)
+        )
+        tiers: list[Tier] = [MemoryTier(max_entries=4096), fs]
         if self.memcached is not None:
             # Generous timeouts: these tests are about concurrency on a loaded machine,
             # not about a slow server (that is test_memcached_faults).
@@ -130,6 +140,43 @@ class SharedTiers:
                 MemcachedTier(self.memcached, prefix=self.prefix, timeout=2.0, connect_timeout=2.0)
             )
         return TieredBytecodeCache(tiers, secret=self.secret, lease_timeout=self.lease_timeout)
+
+
+class ReportingFileSystemTier(FileSystemTier):
+    """A filesystem tier whose compile leases report, through ``on_wait``, that another
+    process holds them, just before the cache waits: a test releases the holder once
+    every worker is known to wait, instead of sleeping and hoping they all are."""
+
+    def __init__(self, directory: str, on_wait: Callable[[], None]) -> None:
+        super().__init__(directory)
+        self._on_wait = on_wait
+
+    def lease(self, key: str) -> FileLock:
+        # Not a FileLock, but all of one the cache uses: acquire and release.
+        return cast(FileLock, _ReportingLease(super().lease(key), self._on_wait))
+
+
+class _ReportingLease:
+    """A lease that tries once without waiting and, when another process holds it,
+    calls ``on_wait`` (once) before waiting as asked."""
+
+    def __init__(self, lock: FileLock, on_wait: Callable[[], None]) -> None:
+        self._lock = lock
+        self._on_wait: Callable[[], None] | None = on_wait
+
+    def acquire(self, timeout: float | None = None, poll_interval: float = 0.05) -> object:
+        try:
+            return self._lock.acquire(timeout=0)
+        except Timeout:
+            if self._on_wait is not None:
+                on_wait, self._on_wait = self._on_wait, None
+                on_wait()
+            if timeout == 0:
+                raise
+        return self._lock.acquire(timeout=timeout, poll_interval=poll_interval)
+
+    def release(self, force: bool = False) -> None:
+        self._lock.release(force=force)
 
 
 def rejected_counts(cache: TieredBytecodeCache) -> Report:
@@ -223,7 +270,8 @@ def stampede_worker(
     """Count the compiles this process does per template (``stats().compiles`` around
     each load: loading a template compiles that template only), the time each load
     took and when it ended (``time.monotonic`` is system-wide on Linux, so the parent
-    can compare ends across processes), and digest the rendered pages."""
+    can compare ends across processes), and digest the rendered pages; then wait for
+    the parent's stop."""
     cache = job.tiers.cache()
     env = Environment(loader=FileSystemLoader(job.template_dir), bytecode_cache=cache, cache_size=0)
     compiles: dict[str, int] = {}
@@ -266,6 +314,9 @@ def stampede_worker(
             },
         )
     )
+    # Stay up until the parent stops the group, as a server's worker does: the kernel
+    # drops a process's flocks when it exits, which would hide a lease it never released.
+    stop.wait(START_TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -278,8 +329,9 @@ class WaiterJob:
 
 
 def waiter_worker(wid: int, start: Event, stop: Event, out: MPQueue[Any], job: WaiterJob) -> None:
-    """Report when the load began and ended, whether it compiled, and the lease waits."""
-    cache = job.tiers.cache()
+    """Report ``waiting`` when the lease is found held, then when the load began and
+    ended, whether it compiled, and the lease waits."""
+    cache = job.tiers.cache(on_lease_wait=lambda: out.put(("waiting", wid, None)))
     env = Environment(loader=FileSystemLoader(job.template_dir), bytecode_cache=cache, cache_size=0)
     _ready(wid, start, out)
     began = time.monotonic()
@@ -367,30 +419,29 @@ class Group:
     def go(self) -> float:
         """Wait until every worker is ready, then release them all at once; return the
         (system-wide monotonic) time of the release."""
-        waiting = set(range(len(self.jobs)))
-        deadline = time.monotonic() + self.ready_timeout
-        while waiting:
-            kind, wid, payload = self._next(deadline, "ready")
-            if kind == "error":
-                raise AssertionError(f"worker {wid} failed while starting:\n{payload}")
-            assert kind == "ready", (kind, wid)
-            waiting.discard(wid)
+        self.gather("ready", self.ready_timeout)
         self.started_at = time.monotonic()
         self.start_event.set()
         return self.started_at
 
+    def gather(self, kind: str, timeout: float) -> list[Any]:
+        """Every worker's ``kind`` report, in worker order; fails on a worker's
+        exception, on a report of another kind, or when they do not all arrive within
+        ``timeout`` seconds."""
+        payloads: dict[int, Any] = {}
+        deadline = time.monotonic() + timeout
+        while len(payloads) < len(self.jobs):
+            got, wid, payload = self._next(deadline, kind)
+            if got == "error":
+                raise AssertionError(f"worker {wid} failed before {kind!r}:\n{payload}")
+            assert got == kind and wid not in payloads, (got, wid, kind)
+            payloads[wid] = payload
+        return [payloads[i] for i in range(len(self.jobs))]
+
     def results(self, timeout: float) -> list[Report]:
         """Every worker's report, in worker order; fails on a worker's exception or
         when the reports do not all arrive within ``timeout`` seconds."""
-        reports: dict[int, Report] = {}
-        deadline = time.monotonic() + timeout
-        while len(reports) < len(self.jobs):
-            kind, wid, payload = self._next(deadline, "done")
-            if kind == "error":
-                raise AssertionError(f"worker {wid} failed:\n{payload}")
-            assert kind == "done", (kind, wid)
-            reports[wid] = payload
-        return [reports[i] for i in range(len(self.jobs))]
+        return self.gather("done", timeout)
 
     def _next(self, deadline: float, waiting_for: str) -> tuple[str, int, Any]:
         for _ in range(100_000):  # bounded by the deadline long before this count
