@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import pty
+import select
 import struct
 import subprocess
 import sys
@@ -307,7 +308,11 @@ def test_progress_bar_is_drawn_when_stderr_is_a_terminal(
         os.close(follower)
         follower = -1
         drawn = b""
-        while True:
+        # Bounded: a stray process still holding the terminal must not hang the test.
+        for _ in range(10_000):
+            ready, _, _ = select.select([leader], [], [], 10)
+            if not ready:
+                break
             try:
                 chunk = os.read(leader, 4096)
             except OSError:  # EIO: the terminal has no writer left and nothing buffered
