@@ -18,6 +18,11 @@ class Tier(Protocol):
     missing key is not an error; any other failure raises, and the cache counts and logs
     it (a tier never swallows its own errors).
 
+    ``get`` may raise :class:`~tiered_bccache.EntryError` (reason ``"format"``) when what
+    is stored under the key is not an entry at all, such as a symlink or a FIFO planted
+    where the filesystem tier keeps a file: the cache counts that as a rejected entry
+    and a miss, as it does an entry that fails its checks, not as a failure of the tier.
+
     Optional attributes, read with defaults when absent:
 
     - ``name`` (str): how stats and logs call the tier.

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
+import logging
 import os
 import re
 import secrets
 import stat
 import tempfile
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from filelock import FileLock, Timeout
-
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, EntryError
 from ._validate import positive_int_or_none
 
+if TYPE_CHECKING:
+    # Only for annotations: filelock is imported when a lock is first made, so that
+    # importing the package and a hit never pay for it (8-17 ms).
+    from filelock import FileLock
+
 __all__ = ["FileSystemTier", "default_directory"]
+
+logger = logging.getLogger(__name__)
 
 _SUFFIX = ".tbc"
 _TMP_PREFIX = ".tmp-"
 _LOCKS = ".locks"
+_LOCK_SUFFIX = ".lock"
 #: The lock that serializes pruning and clear; the leading dot keeps it apart from
 #: every key's lease (a key's file name never starts with one).
 _PRUNE_LOCK = ".prune"
@@ -40,6 +46,11 @@ def default_directory() -> str:
     Like Jinja's own default (hardened after CVE-2014-1402), it lives in the shared temp
     directory, so another user could create it first: refuse it unless it is a real
     directory, owned by us, and closed to group and others.
+
+    Raises :class:`~tiered_bccache.ConfigurationError` naming the path when it is not
+    such a directory. One of ours that group or others may write to is refused too,
+    not tightened: whatever someone planted in it while it was open (a symlink, an
+    entry file, a ``.secret``) would stay and be used.
     """
     path = os.path.join(tempfile.gettempdir(), f"_tiered_bccache-{os.geteuid()}")
     try:
@@ -56,7 +67,11 @@ def default_directory() -> str:
     if st.st_uid != os.geteuid():
         raise ConfigurationError(f"default cache directory {path} is owned by uid {st.st_uid}")
     if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
+        raise ConfigurationError(
+            f"default cache directory {path} is open to group or others (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}, not 0700), so anything in it may have been "
+            f"planted; remove it (it is only a cache) or give FileSystemTier a directory"
+        )
     return path
 
 
@@ -94,6 +109,9 @@ class FileSystemTier:
         self._ensure_directory()
         self._prune_every = None if self.max_bytes is None else max(self.max_bytes // 10, 1)
         self._written = 0
+        #: Hits whose file could not be marked as used (a read-only mount, an immutable
+        #: file): each was still a hit, but pruning sees the file as older than it is.
+        self.touch_failures = 0
 
     def __repr__(self) -> str:
         return f"FileSystemTier({self.directory!r}, max_bytes={self.max_bytes!r})"
@@ -105,38 +123,59 @@ class FileSystemTier:
 
     def _ensure_directory(self) -> None:
         try:
-            os.makedirs(self.directory, mode=0o700)
+            _make_private_directories(self.directory)
         except FileExistsError:
             if not os.path.isdir(self.directory):
                 raise ConfigurationError(
                     f"directory {self.directory!r} is not a directory"
                 ) from None
-            return
-        # makedirs applies the mode through the umask; make it exactly private.
-        os.chmod(self.directory, 0o700)
 
     def path(self, key: str) -> str:
         """The file that holds ``key``: always inside the directory, whatever the key."""
         return os.path.join(self.directory, _file_name(key) + _SUFFIX)
 
     def get(self, key: str) -> bytes | None:
+        """The bytes stored under ``key``, or None.
+
+        Raises :class:`~tiered_bccache.EntryError` (``"format"``) when what is at the
+        key's path is not a regular file (a planted symlink, FIFO, socket, directory):
+        a rejected entry, not a failure of the tier. Other OSErrors (EACCES, EIO) are
+        the tier's, and propagate."""
+        path = self.path(key)
         # Don't test for existence before opening: the file may vanish in between.
         # O_NOFOLLOW: a planted symlink fails (ELOOP) instead of reading elsewhere;
         # O_NONBLOCK: a planted FIFO cannot stall the read.
         try:
-            fd = os.open(self.path(key), _READ_FLAGS)
+            fd = os.open(path, _READ_FLAGS)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            # ELOOP (a symlink, with O_NOFOLLOW), ENXIO (a socket) and the like say
+            # what is at the path; lstat tells a planted file from a failing directory.
+            kind = _not_a_regular_file(path)
+            if kind is None:
+                raise
+            raise EntryError("format", f"{path} is {kind}, not an entry file") from exc
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise OSError(errno.EINVAL, "cache entry is not a regular file", self.path(key))
+                raise EntryError("format", f"{path} is {_kind(st.st_mode)}, not an entry file")
             data = os.read(fd, st.st_size)
             if self.max_bytes is not None and time.time() - st.st_mtime > self.touch_interval:
-                os.utime(fd)
+                self._touch(fd, path)
             return data
         finally:
             os.close(fd)
+
+    def _touch(self, fd: int, path: str) -> None:
+        # The mark only orders pruning; the read already succeeded and is the result. A
+        # read-only mount or an immutable file refuses every touch: count it, and log
+        # at debug, since a page render cannot do anything about it.
+        try:
+            os.utime(fd)
+        except OSError as exc:
+            self.touch_failures += 1
+            logger.debug("tiered_bccache: %s could not mark %s as used: %r", self.name, path, exc)
 
     def set(self, key: str, value: bytes) -> None:
         final = self.path(key)
@@ -180,6 +219,7 @@ class FileSystemTier:
         _unlink(self.path(key))
 
     def clear(self) -> None:
+        """Remove every entry, and every lock file not held (a lease in use stays)."""
         with self._lock(_PRUNE_LOCK, timeout=10.0):
             for entry in self._scan():
                 # Entries only: a fresh temporary file may be another process's write in
@@ -192,25 +232,24 @@ class FileSystemTier:
         """A lock file for ``key`` that the cache holds while it compiles the template,
         so that the other processes of the host wait for its entry instead of compiling
         it again. The kernel drops an flock when its holder dies, so a crashed compiler
-        never leaves the others waiting."""
+        never leaves the others waiting. Pruning removes the lock files of keys whose
+        entry is gone, never one that is held."""
         return self._lock(_file_name(key), timeout=0)
 
     def _lock(self, name: str, *, timeout: float) -> FileLock:
         locks = os.path.join(self.directory, _LOCKS)
         try:
-            os.mkdir(locks, 0o700)
+            _make_private_directories(locks)
         except FileExistsError:
             pass
         except FileNotFoundError:
             # The directory was removed under us: recreate it, as set does.
             self._ensure_directory()
-            os.makedirs(locks, 0o700, exist_ok=True)
-        # filelock >= 3.20.3 opens lock files with O_NOFOLLOW (CVE-2025-68146,
-        # CVE-2026-22701); lock files stay on disk on purpose, deleting them would
-        # break mutual exclusion.
-        return FileLock(
-            os.path.join(locks, name + ".lock"), timeout=timeout, mode=0o600, thread_local=False
-        )
+            try:
+                _make_private_directories(locks)
+            except FileExistsError:
+                pass
+        return _file_lock(os.path.join(locks, name + _LOCK_SUFFIX), timeout=timeout)
 
     def _scan(self) -> list[os.DirEntry[str]]:
         with os.scandir(self.directory) as it:
@@ -218,8 +257,11 @@ class FileSystemTier:
 
     def prune(self) -> None:
         """Remove least recently used entries until the directory holds at most nine
-        tenths of ``max_bytes``, and temporary files left by writers that died. Skipped
-        when another process is pruning."""
+        tenths of ``max_bytes``, temporary files left by writers that died, and the lock
+        files of keys that have no entry (unless a lease holds them). Skipped when
+        another process is pruning."""
+        from filelock import Timeout
+
         try:
             with self._lock(_PRUNE_LOCK, timeout=0):
                 self._prune_locked()
@@ -239,18 +281,53 @@ class FileSystemTier:
                     _unlink(entry.path)
                 continue
             files.append((st.st_mtime, st.st_size, entry.path))
-        if self.max_bytes is None:
-            return
         total = sum(size for _, size, _ in files)
-        target = self.max_bytes * 9 // 10
-        if total <= self.max_bytes:
+        removed = 0
+        if self.max_bytes is not None and total > self.max_bytes:
+            target = self.max_bytes * 9 // 10
+            files.sort()
+            for _, size, path in files:
+                if total <= target:
+                    break
+                _unlink(path)
+                total -= size
+                removed += 1
+        self._prune_lock_files(frozenset(os.path.basename(p) for _, _, p in files[removed:]))
+
+    def _prune_lock_files(self, kept: frozenset[str]) -> None:
+        """Remove the lock files of keys whose entry is not in ``kept``, except those held.
+
+        Deleting a lock file is safe only under its own lock: a process may have opened
+        the file and be about to flock it. So each one is taken without waiting (a held
+        lease is skipped) and unlinked while held; an acquirer that opened the inode
+        before the unlink gets its flock only after we release, and filelock then finds
+        the inode unlinked (``st_nlink == 0``), drops it and opens the path again."""
+        from filelock import Timeout
+
+        locks = os.path.join(self.directory, _LOCKS)
+        try:
+            with os.scandir(locks) as it:
+                # A leading dot marks the tier's own locks (prune): never a key's.
+                names = [
+                    e.name
+                    for e in it
+                    if e.name.endswith(_LOCK_SUFFIX) and not e.name.startswith(".")
+                ]
+        except FileNotFoundError:
             return
-        files.sort()
-        for _, size, path in files:
-            if total <= target:
-                break
-            _unlink(path)
-            total -= size
+        for name in names:
+            if name[: -len(_LOCK_SUFFIX)] + _SUFFIX in kept:
+                continue
+            path = os.path.join(locks, name)
+            lock = _file_lock(path, timeout=0)
+            try:
+                lock.acquire()
+            except Timeout:
+                continue  # a lease in use: its holder is compiling
+            try:
+                _unlink(path)
+            finally:
+                lock.release()
 
     def size(self) -> tuple[int, int]:
         """(number of entries, total bytes) now on disk."""
@@ -272,6 +349,59 @@ def _file_name(key: str) -> str:
     if _SAFE_KEY.fullmatch(key) is not None:
         return key
     return "sha256." + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _file_lock(path: str, *, timeout: float) -> FileLock:
+    from filelock import FileLock
+
+    # filelock >= 3.20.3 opens lock files with O_NOFOLLOW (CVE-2025-68146,
+    # CVE-2026-22701). Its UnixFileLock, once its flock succeeds, drops an inode that is
+    # no longer linked and tries again: that is what lets pruning delete lock files (see
+    # _prune_lock_files; tests/stress/test_filesystem_lock_pruning.py pins it).
+    return FileLock(path, timeout=timeout, mode=0o600, thread_local=False)
+
+
+def _make_private_directories(path: str) -> None:
+    """Create ``path`` and its missing parents, each exactly 0700 whatever the umask
+    (os.makedirs gives the parents 0777 less the umask). FileExistsError when ``path``
+    exists; a parent that exists is left as it is."""
+    parent, name = os.path.split(path)
+    if parent and name and not os.path.isdir(parent):
+        try:
+            _make_private_directories(parent)
+        except FileExistsError:
+            pass  # made by another process meanwhile; mkdir below says if it is no dir
+    os.mkdir(path, 0o700)
+    # mkdir applied the umask, which may have taken the owner's bits: make it exactly
+    # private, through a descriptor so that a swapped-in symlink is not followed.
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "an unknown kind of file"
+
+
+def _not_a_regular_file(path: str) -> str | None:
+    """What is at ``path`` when it exists and is not a regular file, else None."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return None if stat.S_ISREG(st.st_mode) else _kind(st.st_mode)
 
 
 def _unlink(path: str) -> None:
