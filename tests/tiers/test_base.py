@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 from jinja2 import DictLoader, Environment
 
@@ -108,16 +110,49 @@ def test_user_tier_without_a_secret_is_refused(monkeypatch: pytest.MonkeyPatch) 
         TieredBytecodeCache([MemoryTier(), DictTier()])
 
 
-def test_byte_tier_defaults_are_those_of_a_plain_local_byte_tier() -> None:
-    """Subclassing ByteTier gives a local, uncompressed, unbounded tier of bytes."""
-    tier = DictTier()
-    assert (tier.remote, tier.compress, tier.max_entry_size, tier.holds_objects) == (
-        False,
-        False,
-        None,
-        False,
-    )
-    assert ByteTier.name == "custom"
+class FailingTier(ByteTier):
+    """A user-written tier whose disk is gone: every call fails (EIO), and is counted."""
+
+    name = "failing"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def _fail(self) -> None:
+        self.calls += 1
+        raise OSError(errno.EIO, "input/output error")
+
+    def get(self, key: str) -> bytes | None:
+        self._fail()
+        return None
+
+    def set(self, key: str, value: bytes) -> None:
+        self._fail()
+
+    def delete(self, key: str) -> None:
+        self._fail()
+
+    def clear(self) -> None:
+        self._fail()
+
+
+class RemoteFailingTier(FailingTier):
+    """The same, declared remote."""
+
+    remote = True
+
+
+def test_byte_tier_subclass_is_local_so_a_failing_one_is_asked_on_every_lookup() -> None:
+    """A ByteTier subclass that leaves ``remote`` alone gets no circuit breaker: a tier
+    failing every call is still asked on every read and write, each failure counted,
+    while the same tier declared remote is skipped once two calls in a row failed."""
+    local, remote = FailingTier(), RemoteFailingTier()
+    for tier in (local, remote):
+        cache = TieredBytecodeCache([tier], secret=SECRET, breaker_cooldown=600)
+        for _ in range(3):
+            assert render(cache) == "<h1>Hello World</h1>"  # 2 templates, read and written
+        assert cache.stats().tiers[0].errors == tier.calls
+    assert (local.calls, remote.calls) == (12, 2)
 
 
 def test_byte_tier_methods_must_be_implemented() -> None:
