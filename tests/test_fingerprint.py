@@ -127,13 +127,15 @@ def test_environments_configured_alike_have_equal_fingerprints() -> None:
 
 def build_shared() -> Environment:
     """An environment built the same way here and in the subprocess below. Its callables
-    come from an installed library, whose module name is the same in every process (this
-    test module's name depends on how pytest imports it)."""
+    come from installed libraries, whose module names are the same in every process (this
+    test module's name depends on how pytest imports it): Jinja's own, named, and the
+    standard library's ``textwrap.dedent``, hashed with the compiled regex it reads."""
     env = Environment(
         extensions=["jinja2.ext.i18n", "jinja2.ext.do"], autoescape=True, finalize=do_title
     )
     env.filters["title2"] = do_title
     env.filters["random2"] = do_random
+    env.filters["dedent"] = textwrap.dedent
     env.tests["odd2"] = jinja_tests.test_odd
     env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
     return env
@@ -141,6 +143,7 @@ def build_shared() -> Environment:
 
 SUBPROCESS_SCRIPT = textwrap.dedent(
     """
+    import textwrap
     from jinja2 import Environment
     from jinja2.filters import do_random, do_title
     from jinja2.tests import test_odd
@@ -150,10 +153,11 @@ SUBPROCESS_SCRIPT = textwrap.dedent(
     )
     env.filters["title2"] = do_title
     env.filters["random2"] = do_random
+    env.filters["dedent"] = textwrap.dedent
     env.tests["odd2"] = test_odd
     env.install_null_translations(newstyle=True)
     print(environment_fingerprint(env))
-    print(callable_identity(do_title))
+    print(callable_identity(textwrap.dedent))
     """
 )
 
@@ -175,7 +179,7 @@ def run_in_subprocess(hash_seed: str) -> list[str]:
 def test_fingerprint_is_equal_in_other_processes_with_other_hash_seeds() -> None:
     """The digest and a module-level function's identity do not depend on the process:
     no id(), no str hash, no addresses."""
-    here = [fp(build_shared()), callable_identity(do_title)]
+    here = [fp(build_shared()), callable_identity(textwrap.dedent)]
     assert "#" in here[1]  # the identity includes the digest of the function's code
     assert run_in_subprocess("1") == here
     assert run_in_subprocess("4242") == here

@@ -77,6 +77,15 @@ class CircuitBreaker:
                 self._open_until = 0.0
                 self._probing = False
 
+    def abandon(self) -> None:
+        """Record a call that neither worked nor failed (interrupted by a
+        ``BaseException``: gevent's ``Timeout``, ``KeyboardInterrupt``): a probe it held
+        is handed back, so the next call probes instead of the breaker staying
+        half-open for good."""
+        if self._probing:
+            with self._lock:
+                self._probing = False
+
     def failure(self, *, trip: bool = False) -> bool:
         """Record a call that failed; True when this failure opened the breaker.
 

@@ -13,21 +13,22 @@ from collections.abc import Callable, Sequence
 from hashlib import sha1
 from typing import TYPE_CHECKING, Any
 
-from filelock import FileLock, Timeout
 from jinja2 import Environment
 from jinja2.bccache import Bucket, BytecodeCache
 
 from .breaker import CircuitBreaker
 from .entry import EntryCodec
 from .errors import ConfigurationError, EntryError, TierError
-from .fingerprint import autoescape_flag, environment_fingerprint, environment_shape
-from .secret import resolve_secret
+from .fingerprint import Fingerprinter, autoescape_flag
+from .secret import ENV_VAR, resolve_secret
 from .stats import CacheStats, RateLimitedLog, TierCounters, snapshot
 from .tiers._validate import positive_int_or_none, positive_number
 from .tiers.base import Tier
 from .tiers.filesystem import FileSystemTier
 
 if TYPE_CHECKING:
+    from filelock import FileLock  # imported when a lease is taken, not on a hit
+
     from .trace import TraceWriter
 
 __all__ = ["TieredBytecodeCache"]
@@ -42,13 +43,20 @@ class _Bucket(Bucket):
     """Jinja's bucket, with the source kept for the memory tier's exact comparison and the
     checksum computed only when a byte tier needs it."""
 
-    def __init__(self, environment: Environment, key: str, source: str | None) -> None:
+    def __init__(
+        self,
+        environment: Environment,
+        key: str,
+        source: str | None,
+        slots: tuple[_Slot, ...],
+    ) -> None:
         self.environment = environment
         self.key = key
         self.source = source
+        #: The tiers this bucket may use (memory only for a private environment).
+        self.slots = slots
         self._checksum: str | None = None
         self.code: types.CodeType | None = None
-        self.lease: FileLock | None = None
 
     @property
     def checksum(self) -> str:
@@ -63,15 +71,52 @@ class _Bucket(Bucket):
 
 
 class _EnvState:
-    """What the cache computed once for one environment."""
+    """What the cache computed once for one environment, and what it checks on every
+    lookup to notice a setting changed after first use."""
 
-    __slots__ = ("__weakref__", "env_ref", "fingerprint", "keys", "shape")
+    __slots__ = (
+        "autoescape",
+        "env_ref",
+        "extensions",
+        "filters",
+        "finalize",
+        "fingerprint",
+        "is_async",
+        "keys",
+        "private",
+        "slots",
+        "tests",
+    )
 
-    def __init__(self, env: Environment) -> None:
+    def __init__(self, env: Environment, fingerprint: str, private: bool) -> None:
         self.env_ref = weakref.ref(env)
-        self.shape = environment_shape(env)
-        self.fingerprint = environment_fingerprint(env)
+        self.fingerprint = fingerprint
+        #: Some value could not be described: the fingerprint holds a token of this
+        #: process, so entries stay in its memory tiers.
+        self.private = private
         self.keys: dict[tuple[str, str | None], str] = {}
+        self.slots: tuple[_Slot, ...] = ()
+        # Copies: comparing them with the live dicts notices a filter or test added,
+        # removed or replaced by another function (identity, not only the count).
+        self.filters = dict(env.filters)
+        self.tests = dict(env.tests)
+        self.extensions = len(env.extensions)
+        self.autoescape = env.autoescape
+        self.finalize = env.finalize
+        self.is_async = env.is_async
+
+    def matches(self, env: Environment) -> bool:
+        """Whether ``env`` still has the settings the fingerprint was computed from
+        (those users change after first use; others need ``cache.refresh``)."""
+        return (
+            self.env_ref() is env
+            and self.autoescape is env.autoescape
+            and self.finalize is env.finalize
+            and self.is_async is env.is_async
+            and self.extensions == len(env.extensions)
+            and self.filters == env.filters
+            and self.tests == env.tests
+        )
 
 
 class _Slot:
@@ -121,7 +166,13 @@ class TieredBytecodeCache(BytecodeCache):
             compiling the same template (through the first tier offering ``lease``).
         breaker_threshold, breaker_cooldown: consecutive failures that open a remote
             tier's circuit breaker, and seconds before it is probed again.
+        secret_env: the environment variable ``secret`` is read from when it is not
+            given (``TIERED_BCCACHE_SECRET``).
         trace: a file to record an access trace to (for ``tiered-bccache tune``).
+
+    Pickling: a copy is the configuration (tiers with empty memory and fresh
+    connections). It carries ``secret`` when one was passed; a secret read from
+    ``secret_env`` or a host key file is read again where the copy is loaded.
 
     Error handling:
         At construction, a wrong argument raises :class:`ConfigurationError` naming it
@@ -156,9 +207,12 @@ class TieredBytecodeCache(BytecodeCache):
         lease_timeout: float = 2.0,
         breaker_threshold: int = 2,
         breaker_cooldown: float = 2.0,
+        secret_env: str = ENV_VAR,
         trace: str | os.PathLike[str] | None = None,
     ) -> None:
         self._tiers = _check_tiers(tiers)
+        if not isinstance(secret_env, str) or not secret_env:
+            raise ConfigurationError(f"secret_env must name a variable, got {secret_env!r}")
         self._options: dict[str, Any] = {
             "secret": secret,
             "allow_unsigned": allow_unsigned,
@@ -166,6 +220,7 @@ class TieredBytecodeCache(BytecodeCache):
             "lease_timeout": lease_timeout,
             "breaker_threshold": breaker_threshold,
             "breaker_cooldown": breaker_cooldown,
+            "secret_env": secret_env,
         }
         self.strict = bool(strict)
         self.lease_timeout = positive_number("lease_timeout", lease_timeout, allow_zero=True)
@@ -177,6 +232,7 @@ class TieredBytecodeCache(BytecodeCache):
             key_file_dirs=[t.directory for t in byte_tiers if isinstance(t, FileSystemTier)],
             unsigned_tiers=[_name(t) for t in byte_tiers if not isinstance(t, FileSystemTier)],
             allow_unsigned=bool(allow_unsigned),
+            env_var=secret_env,
         )
         self._codec = EntryCodec(key)
         self._slots: tuple[_Slot, ...] = tuple(
@@ -190,9 +246,11 @@ class TieredBytecodeCache(BytecodeCache):
             for tier in self._tiers
         )
         self._lease_slot = next((s for s in self._slots if s.lease is not None), None)
-        #: The lease this thread holds while Jinja compiles (see _take_lease).
-        self._held = threading.local()
+        #: Where the entries of an environment that must not leave the process go.
+        self._private_slots = tuple(s for s in self._slots if s.objects)
+        self._fingerprinter = Fingerprinter()
         self._states: dict[int, _EnvState] = {}
+        self._states_lock = threading.Lock()
         self._log = RateLimitedLog(logger)
         self._trace: TraceWriter | None = None
         self._reset_totals()
@@ -215,23 +273,42 @@ class TieredBytecodeCache(BytecodeCache):
     # -- environments -------------------------------------------------------------------
 
     def _state(self, env: Environment) -> _EnvState:
-        state = _EnvState(env)
+        """The environment's state, computed again when it is missing or stale."""
+        state = self._states.get(id(env))
+        if state is not None and state.matches(env):
+            return state
+        digest, private = self._fingerprinter.fingerprint(env)
+        fresh = _EnvState(env, digest, private)
+        fresh.slots = self._private_slots if private else self._slots
         env_id = id(env)
-        self._states[env_id] = state
-        # Forget the environment when it goes away, so that a new object that happens
-        # to get the same id() is never served its predecessor's fingerprint.
-        weakref.finalize(env, self._states.pop, env_id, None)
-        return state
+        with self._states_lock:
+            old = self._states.get(env_id)
+            self._states[env_id] = fresh
+            if old is None or old.env_ref() is not env:
+                # Forget the environment when it goes away, so that a new object that
+                # happens to get the same id() is never served its predecessor's
+                # fingerprint. Once per environment, however often it is refreshed.
+                weakref.finalize(env, self._forget, env_id)
+        return fresh
+
+    def _forget(self, env_id: int) -> None:
+        # Runs as the environment is freed, before its id can be reused.
+        with self._states_lock:
+            state = self._states.get(env_id)
+            if state is not None and state.env_ref() is None:
+                del self._states[env_id]
 
     def refresh(self, environment: Environment) -> None:
         """Recompute ``environment``'s fingerprint after changing a setting that the
-        per-lookup check does not see (it sees filters, tests, extensions, autoescape,
-        finalize and async mode being changed)."""
-        self._states.pop(id(environment), None)
+        per-lookup check does not see (it sees filters and tests added, removed or
+        replaced, extensions added, autoescape, finalize and async mode replaced)."""
+        state = self._states.get(id(environment))
+        if state is not None and state.env_ref() is environment:
+            state.extensions = -1  # no longer matches: the next lookup recomputes
 
     def fingerprint(self, environment: Environment) -> str:
         """The digest of ``environment``'s code-generation settings used in keys."""
-        return environment_fingerprint(environment)
+        return self._state(environment).fingerprint
 
     def _tier_key(self, state: _EnvState, env: Environment, name: str, filename: str | None) -> str:
         if len(state.keys) >= _MAX_MEMO:
@@ -251,18 +328,16 @@ class TieredBytecodeCache(BytecodeCache):
         self, environment: Environment, name: str, filename: str | None, source: str
     ) -> Bucket:
         """Look the template up in every tier; Jinja compiles when ``bucket.code`` is
-        None and hands the bucket back to :meth:`set_bucket`."""
+        None and hands the bucket back to :meth:`set_bucket`. After a miss everywhere,
+        when another process of the host may be compiling the same template, the
+        compile happens here, under the template's lease (see the class docstring)."""
         state = self._states.get(id(environment))
-        if (
-            state is None
-            or state.env_ref() is not environment
-            or state.shape != environment_shape(environment)
-        ):
+        if state is None or not state.matches(environment):
             state = self._state(environment)
         key = state.keys.get((name, filename))
         if key is None:
             key = self._tier_key(state, environment, name, filename)
-        bucket = _Bucket(environment, key, source)
+        bucket = _Bucket(environment, key, source, state.slots)
         self.lookups += 1
         first = self._slots[0]
         if first.objects:
@@ -274,52 +349,72 @@ class TieredBytecodeCache(BytecodeCache):
                 first.counters.hits += 1
                 self.hits += 1
                 bucket.code = entry[2]
-                if self._trace is not None:
-                    self._trace.record(key, entry[3])
+                trace = self._trace
+                if trace is not None:
+                    _record(trace, key, entry[3])
                 return bucket
-        self._release_held()
         size = self._load(bucket, source)
-        if size is None and self._lease_slot is not None:
-            size = self._take_lease(bucket, source)
-        if size is not None and self._trace is not None:
-            self._trace.record(key, size)
+        if size is None and self._lease_slot is not None and not state.private:
+            size = self._compile_under_lease(bucket, name, filename, source)
+        if size is None:
+            self.misses += 1
+        else:
+            trace = self._trace
+            if trace is not None:
+                _record(trace, key, size)
         return bucket
+
+    def put(
+        self,
+        environment: Environment,
+        name: str,
+        filename: str | None,
+        source: str,
+        code: types.CodeType,
+    ) -> None:
+        """Write ``code``, compiled from ``source``, to every tier under the key a lookup
+        of ``name`` in ``environment`` uses (what ``tiered-bccache warm`` does)."""
+        state = self._state(environment)
+        key = state.keys.get((name, filename)) or self._tier_key(state, environment, name, filename)
+        bucket = _Bucket(environment, key, source, state.slots)
+        bucket.code = code
+        self.dump_bytecode(bucket)
 
     def set_bucket(self, bucket: Bucket) -> None:
         """Write freshly compiled code through to every tier."""
-        try:
-            self.dump_bytecode(bucket)
-        finally:
-            lease = getattr(bucket, "lease", None)
-            if lease is not None:
-                bucket.lease = None  # type: ignore[attr-defined]
-                if getattr(self._held, "lock", None) is lease:
-                    self._held.lock = None
-                _release(lease)
+        self.dump_bytecode(bucket)
 
     def load_bytecode(self, bucket: Bucket) -> None:
         """Fill ``bucket.code`` from the first tier holding a valid entry (a no-op on a
         miss). Works for Jinja's own buckets too; for those, a callable autoescape is
         keyed by its identity, since the template name is not known."""
         if not isinstance(bucket, _Bucket):
-            bucket.key = self._plain_key(bucket)
+            self._adopt(bucket)
         self._load(bucket, getattr(bucket, "source", None))
 
     def dump_bytecode(self, bucket: Bucket) -> None:
-        """Write ``bucket.code`` to every tier."""
+        """Write ``bucket.code`` to every tier (to memory tiers only for an environment
+        whose settings cannot be described; see ``private`` in the fingerprint)."""
         code = bucket.code
         if code is None:
             return
         if not isinstance(bucket, _Bucket):
-            bucket.key = self._plain_key(bucket)
+            self._adopt(bucket)
+        elif bucket.slots is not self._private_slots:
+            state = self._states.get(id(bucket.environment))
+            if state is None or not state.matches(bucket.environment):
+                # A setting changed between the lookup and this dump (a filter replaced
+                # while the template compiled): the code was compiled with the new one,
+                # so it goes under the new fingerprint, never under the old.
+                self._rekey(bucket)
         raw = marshal.dumps(code)
         self.compiles += 1
         source = getattr(bucket, "source", None)
-        self._store(
-            self._slots, bucket.key, source, bucket.checksum, code, raw, None, promotion=False
-        )
-        if self._trace is not None:
-            self._trace.record(bucket.key, len(raw))
+        slots: tuple[_Slot, ...] = getattr(bucket, "slots", self._slots)
+        self._store(slots, bucket.key, source, bucket.checksum, code, raw, None, promotion=False)
+        trace = self._trace
+        if trace is not None:
+            _record(trace, bucket.key, len(raw))
 
     def clear(self) -> None:
         """Empty every tier (memcached by namespace generation, never ``flush_all``)."""
@@ -329,30 +424,33 @@ class TieredBytecodeCache(BytecodeCache):
             except Exception as exc:
                 self._failed(slot, "clear", exc)
 
-    def _plain_key(self, bucket: Bucket) -> str:
-        key = bucket.key
-        if "-" in key:  # already one of ours
-            return key
+    def _adopt(self, bucket: Bucket) -> None:
+        """Key one of Jinja's own buckets (whose key is the bare name hash) like ours."""
         env = bucket.environment
-        state = self._states.get(id(env))
-        fingerprint = (
-            state.fingerprint
-            if state is not None and state.env_ref() is env
-            else environment_fingerprint(env)
-        )
-        return fingerprint + ("?" if callable(env.autoescape) else "") + "-" + key
+        state = self._state(env)
+        bucket.slots = state.slots  # type: ignore[attr-defined]
+        if "-" not in bucket.key:  # not already one of ours
+            flag = "?" if callable(env.autoescape) else ""
+            bucket.key = f"{state.fingerprint}{flag}-{bucket.key}"
+
+    def _rekey(self, bucket: _Bucket) -> None:
+        # A key is the 32-digit fingerprint, the autoescape flag, "-" and the name hash.
+        state = self._state(bucket.environment)
+        bucket.slots = state.slots
+        bucket.key = state.fingerprint + bucket.key[len(state.fingerprint) :]
 
     # -- the walk -------------------------------------------------------------------------
 
     def _load(
         self, bucket: Bucket, source: str | None, start: int = 0, *, again: bool = False
     ) -> int | None:
-        """Walk the tiers from ``start``; on a hit fill ``bucket.code``, promote, and
-        return the entry size; on a miss return None. ``again`` marks a second look in
-        the same lookup: its misses and rejections were counted the first time."""
+        """Walk the bucket's tiers from ``start``; on a hit fill ``bucket.code``, promote,
+        and return the entry size; on a miss return None. ``again`` marks a second look
+        in the same lookup: its misses and rejections were counted the first time."""
         key = bucket.key
-        for index in range(start, len(self._slots)):
-            slot = self._slots[index]
+        slots: tuple[_Slot, ...] = getattr(bucket, "slots", self._slots)
+        for index in range(start, len(slots)):
+            slot = slots[index]
             counters = slot.counters
             breaker = slot.breaker
             if breaker is not None and not breaker.allow():
@@ -363,10 +461,10 @@ class TieredBytecodeCache(BytecodeCache):
                 try:
                     entry = slot.tier.get(key)
                 except Exception as exc:
-                    self._failed(slot, "get", exc)
+                    self._failed(slot, "get", exc, quiet=again)
                     continue
                 if entry is None:
-                    counters.misses += 1
+                    counters.misses += 0 if again else 1
                     continue
                 fresh = (
                     entry[0] == source
@@ -374,8 +472,9 @@ class TieredBytecodeCache(BytecodeCache):
                     else entry[1] == bucket.checksum
                 )
                 if not fresh:
-                    counters.rejected_stale += 1
-                    counters.misses += 1
+                    if not again:
+                        counters.rejected_stale += 1
+                        counters.misses += 1
                     continue
                 code: types.CodeType = entry[2]
                 size: int = entry[3]
@@ -383,10 +482,26 @@ class TieredBytecodeCache(BytecodeCache):
                 started = time.perf_counter_ns()
                 try:
                     data = slot.tier.get(key)
-                except Exception as exc:
-                    if not again:  # a second failure in one lookup is not news either
-                        self._failed(slot, "get", exc)
+                    if data is not None:
+                        counters.bytes_read += len(data)
+                        code, size = self._codec.decode_sized(key, bucket.checksum, data)
+                except EntryError as exc:
+                    # Something is stored under the key, but not an entry we wrote for
+                    # this source: a miss, never code that runs. The tier answered.
+                    if breaker is not None:
+                        breaker.success()
+                    if not again:
+                        self._rejected(slot, exc)
                     continue
+                except Exception as exc:
+                    self._failed(slot, "get", exc, quiet=again)
+                    continue
+                except BaseException:
+                    # gevent's Timeout, KeyboardInterrupt: the call did not answer, so
+                    # let the next one probe rather than leave the breaker half-open.
+                    if breaker is not None:
+                        breaker.abandon()
+                    raise
                 finally:
                     counters.latency.observe(time.perf_counter_ns() - started)
                 if breaker is not None:
@@ -394,29 +509,14 @@ class TieredBytecodeCache(BytecodeCache):
                 if data is None:
                     counters.misses += 0 if again else 1
                     continue
-                counters.bytes_read += len(data)
-                try:
-                    code = self._codec.decode(key, bucket.checksum, data)
-                except EntryError as exc:
-                    if again:
-                        continue
-                    counters.reject(exc.reason)
-                    counters.misses += 1
-                    if exc.reason != "stale":  # a changed template is routine, not news
-                        self._log.warning(
-                            f"{slot.name}:reject",
-                            "tiered_bccache: %s rejected an entry: %s",
-                            slot.name,
-                            exc,
-                        )
-                    continue
-                size = len(data)
             counters.hits += 1
             self.hits += 1
             bucket.code = code
             if index:
+                # Promote: a memory tier weighs the entry by its marshalled size
+                # (``size``), a byte tier takes the entry as read.
                 self._store(
-                    self._slots[:index],
+                    slots[:index],
                     key,
                     source,
                     bucket.checksum,
@@ -424,10 +524,21 @@ class TieredBytecodeCache(BytecodeCache):
                     None,
                     data,
                     promotion=True,
+                    size=size,
                 )
             return size
-        self.misses += 0 if again else 1
         return None
+
+    def _rejected(self, slot: _Slot, exc: EntryError) -> None:
+        slot.counters.reject(exc.reason)
+        slot.counters.misses += 1
+        if exc.reason != "stale":  # a changed template is routine, not news
+            self._log.warning(
+                f"{slot.name}:reject",
+                "tiered_bccache: %s rejected an entry: %s",
+                slot.name,
+                exc,
+            )
 
     def _store(
         self,
@@ -440,28 +551,28 @@ class TieredBytecodeCache(BytecodeCache):
         data: bytes | None,
         *,
         promotion: bool,
+        size: int = 0,
     ) -> None:
         """Write one entry into ``slots``: the code object into memory tiers, an entry
         into byte tiers (``data`` as read from a lower tier when promoting, so it is not
-        encoded again). One tier failing never stops the others."""
+        encoded again). ``size`` is the marshalled size when ``raw`` is not at hand. One
+        tier failing never stops the others."""
         encoded: dict[bool, bytes] = {}
         stored: types.CodeType | None = None
         for slot in slots:
             counters = slot.counters
             value: Any
             if slot.objects:
-                # Weigh a promoted entry by the bytes it came in: marshalling the code
-                # again just to measure it would cost more than the hit.
-                size = len(raw) if raw is not None else len(data) if data is not None else 0
-                if not size:
+                weight = len(raw) if raw is not None else size
+                if not weight:
                     raw = marshal.dumps(code)
-                    size = len(raw)
+                    weight = len(raw)
                 if not promotion and raw is not None and stored is None:
                     # marshal.dumps left a cached copy of the bytecode on every code
                     # object of the freshly compiled template (CPython 3.11+ caches
                     # co_code when it is read): 40% more memory than a loaded copy.
                     stored = marshal.loads(raw)
-                value = (source, checksum, stored if stored is not None else code, size)
+                value = (source, checksum, stored if stored is not None else code, weight)
             else:
                 value = data if data is not None else encoded.get(slot.compress)
                 if value is None:
@@ -469,10 +580,10 @@ class TieredBytecodeCache(BytecodeCache):
                         raw = marshal.dumps(code)
                     value = self._codec.encode(key, checksum, raw, compress=slot.compress)
                     encoded[slot.compress] = value
-                size = len(value)
+                weight = len(value)
             # Every reason to skip the tier comes before the breaker: a probe it hands
             # out must be answered, or it stays half-open for good.
-            if slot.max_entry_size is not None and size > slot.max_entry_size:
+            if slot.max_entry_size is not None and weight > slot.max_entry_size:
                 counters.skipped += 1
                 continue
             breaker = slot.breaker
@@ -481,27 +592,41 @@ class TieredBytecodeCache(BytecodeCache):
                 continue
             try:
                 if slot.objects:
-                    slot.tier.set(key, value, size)
+                    slot.tier.set(key, value, weight)
                 else:
                     slot.tier.set(key, value)
             except Exception as exc:
                 self._failed(slot, "set", exc)
                 continue
+            except BaseException:
+                if breaker is not None:
+                    breaker.abandon()
+                raise
             if breaker is not None:
                 breaker.success()
             if not slot.objects:
-                counters.bytes_written += size
+                counters.bytes_written += weight
             counters.writes += 1
             if promotion:
                 counters.promotions += 1
 
     # -- the compile lease ----------------------------------------------------------------
 
-    def _take_lease(self, bucket: _Bucket, source: str) -> int | None:
+    def _compile_under_lease(
+        self, bucket: _Bucket, name: str, filename: str | None, source: str
+    ) -> int | None:
         """After a miss everywhere, make sure only one process of the host compiles the
-        template: take its lease (waiting at most ``lease_timeout`` for a holder), then
-        look again, since the entry may have been written in the meantime. Returns the
-        entry's size when that second look hits."""
+        template: take its lease (waiting at most ``lease_timeout`` for a holder), look
+        again (the holder has written its entry by now, unless its compile failed),
+        and on a second miss compile here, write through, and release the lease.
+
+        Jinja gives a bytecode cache no hook around its compile, so the compile under
+        the lease happens in this call (Jinja then uses ``bucket.code`` as it is): a
+        compile that raises releases the lease at once, and the error reaches the
+        caller exactly as Jinja's own compile raises it. Returns the entry's size when
+        the second look hits, else None."""
+        from filelock import Timeout  # only a process that compiles pays for filelock
+
         slot = self._lease_slot
         assert slot is not None and slot.lease is not None
         try:
@@ -513,39 +638,37 @@ class TieredBytecodeCache(BytecodeCache):
                 try:
                     lock.acquire(timeout=self.lease_timeout, poll_interval=0.002)
                 except Timeout:
-                    return None  # the holder is stuck: compile without the lease
+                    return None  # the holder is stuck: let Jinja compile without it
         except Exception as exc:
             self._failed(slot, "lease", exc)
             return None
-        # Whoever held the lease before us (or released it just before we asked) has
-        # written its entry, unless its compile failed: look in the lease tier and below.
-        size = self._load(bucket, source, self._slots.index(slot), again=True)
-        if size is not None:
-            self.misses -= 1  # the first walk's miss turned into a hit
-            _release(lock)
-            return size
-        bucket.lease = lock
-        # If the compile raises, Jinja drops the bucket without calling set_bucket. The
-        # thread's next lookup that is not a memory hit releases the lease; so does the
-        # bucket's finalizer, whichever comes first. Nobody waits on a template that
-        # does not compile for longer than that.
-        self._held.lock = lock
-        weakref.finalize(bucket, _release, lock)
-        return None
-
-    def _release_held(self) -> None:
-        lock = getattr(self._held, "lock", None)
-        if lock is not None:
-            self._held.lock = None
+        try:
+            size = self._load(bucket, source, bucket.slots.index(slot), again=True)
+            if size is not None:
+                return size
+            bucket.code = bucket.environment.compile(source, name, filename)
+            self.dump_bytecode(bucket)
+            return None
+        finally:
             _release(lock)
 
     # -- errors ---------------------------------------------------------------------------
 
-    def _failed(self, slot: _Slot, operation: str, exc: Exception) -> None:
-        slot.counters.errors += 1
+    def _failed(self, slot: _Slot, operation: str, exc: Exception, *, quiet: bool = False) -> None:
+        """Count and log a tier's failure and tell its breaker. ``quiet``: a second
+        failure within one lookup, already counted and logged; the breaker still hears
+        of it (a probe it handed out must be answered)."""
         # A timeout means a hung server: open at once rather than pay a second one.
-        if slot.breaker is not None and slot.breaker.failure(trip=isinstance(exc, TimeoutError)):
-            logger.warning(
+        opened = slot.breaker is not None and slot.breaker.failure(
+            trip=isinstance(exc, TimeoutError)
+        )
+        if quiet:
+            return
+        slot.counters.errors += 1
+        if opened:
+            assert slot.breaker is not None
+            self._log.warning(
+                f"{slot.name}:breaker",
                 "tiered_bccache: %s is failing (%r); skipping it for %.1f s",
                 slot.name,
                 exc,
@@ -575,7 +698,12 @@ class TieredBytecodeCache(BytecodeCache):
         """A snapshot of the counters of every tier and of the whole cache."""
         return CacheStats(
             tiers=tuple(
-                snapshot(s.name, s.counters, s.breaker.state if s.breaker is not None else "none")
+                snapshot(
+                    s.name,
+                    s.counters,
+                    s.breaker.state if s.breaker is not None else "none",
+                    getattr(s.tier, "events", None),
+                )
                 for s in self._slots
             ),
             lookups=self.lookups,
@@ -620,6 +748,13 @@ class TieredBytecodeCache(BytecodeCache):
 
 def _name(tier: object) -> str:
     return str(getattr(tier, "name", type(tier).__name__))
+
+
+def _record(trace: TraceWriter, key: str, size: int) -> None:
+    try:
+        trace.record(key, size)
+    except ValueError:  # closed by stop_trace in another thread since we looked
+        pass
 
 
 def _release(lock: FileLock) -> None:

@@ -886,10 +886,8 @@ class _Warmer:
             where = f" (line {line})" if isinstance(line, int) else ""
             return WarmResult(name, " ".join(_describe_error(exc).split()) + where)
         before = cache.stats().tiers
-        # Through Jinja's own interface, so the key is the one the application computes.
-        bucket = cache.get_bucket(env, name, filename, source)
-        bucket.code = code
-        cache.set_bucket(bucket)
+        # Keyed as a lookup through Jinja's loader keys it, written to every tier.
+        cache.put(env, name, filename, source, code)
         after = zip(cache.stats().tiers, before, strict=True)
         failed, skipped = [], []
         for a, b in after:

@@ -104,6 +104,11 @@ class EntryCodec:
     def decode(self, key: str, checksum: str, data: bytes) -> types.CodeType:
         """Return the code object of a valid entry for ``key`` and a source with
         ``checksum``; raise :class:`EntryError` for anything else, before unmarshalling."""
+        return self.decode_sized(key, checksum, data)[0]
+
+    def decode_sized(self, key: str, checksum: str, data: bytes) -> tuple[types.CodeType, int]:
+        """Like :meth:`decode`, with the size of the marshalled code (what a memory tier
+        weighs the entry by, whether or not it was compressed)."""
         prefix = self._prefix
         start = len(prefix) + CHECKSUM_SIZE
         if len(data) < start + MAC_SIZE + 1:
@@ -126,15 +131,17 @@ class EntryCodec:
                 if inflater.unconsumed_tail or not inflater.eof:
                     raise EntryError("format", "compressed payload too large or cut short")
                 code = marshal.loads(raw)
+                size = len(raw)
             else:
                 code = marshal.loads(payload)
+                size = len(payload)
         except EntryError:
             raise
         except Exception as exc:  # marshal raises ValueError, EOFError, TypeError...
             raise EntryError("code", f"payload does not unmarshal: {exc!r}") from None
         if not isinstance(code, types.CodeType):
             raise EntryError("code", f"payload is a {type(code).__name__}, not code")
-        return code
+        return code, size
 
     def _explain(self, data: bytes) -> EntryError:
         """Say why an entry whose header does not match ours was refused."""

@@ -9,6 +9,12 @@ environments configured alike in different processes share entries.
 
 The digest must be equal across processes and hosts: no ``id()``, no ``hash()`` of
 strings (randomised per process), no reprs that embed memory addresses.
+
+Cost: Jinja's own filters, tests, extensions, code generator and environment classes are
+named with Jinja's version (the entry stamp carries it too) instead of being hashed, and
+a :class:`Fingerprinter` remembers what it computed: a new Environment configured like
+one already seen costs a comparison of its settings with the remembered ones, plus a
+re-check of the data that the application's own callables read.
 """
 
 from __future__ import annotations
@@ -18,12 +24,12 @@ import enum
 import functools
 import hashlib
 import importlib.util
-import logging
 import marshal
-import secrets
+import os
 import sys
+import threading
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jinja2
@@ -31,7 +37,13 @@ from jinja2 import Environment
 from jinja2.bccache import bc_version
 from jinja2.utils import _PassArg
 
-__all__ = ["autoescape_flag", "environment_fingerprint", "environment_shape"]
+__all__ = [
+    "Fingerprinter",
+    "autoescape_flag",
+    "callable_identity",
+    "environment_fingerprint",
+    "environment_shape",
+]
 
 _LEXER_SETTINGS = (
     "block_start_string",
@@ -47,12 +59,11 @@ _LEXER_SETTINGS = (
     "newline_sequence",
     "keep_trailing_newline",
 )
-#: Attributes that extensions set on the environment and that change what they parse.
-_EXTENSION_SETTINGS = ("newstyle_gettext",)
-
 
 #: How deep callables inside closures, defaults and state are followed (cycles stop here).
 _MAX_DEPTH = 4
+#: Beyond this many remembered callables or configurations, the memo starts over.
+_MAX_MEMO = 4096
 _PLAIN = (type(None), bool, int, float, complex, str, bytes, type(Ellipsis))
 _ROUTINES = (
     types.FunctionType,
@@ -62,60 +73,69 @@ _ROUTINES = (
     types.WrapperDescriptorType,
     types.MethodWrapperType,
     types.ClassMethodDescriptorType,
-    type,
 )
+_JINJA = f"jinja2 {jinja2.__version__} bc{bc_version}"
+_PYTHON = f"python {importlib.util.MAGIC_NUMBER.hex()} {sys.implementation.cache_tag}"
 
 
-def callable_identity(obj: object, _depth: int = 0) -> str:
-    """A name for a callable that is stable across processes: where it is defined, and a
-    digest of its code and of the data it computes with (closure cells, defaults, bound
-    arguments, the state of a bound or callable object), so that two lambdas in one module,
-    two closures from one factory, or two configured objects of one class do not look
-    alike. Jinja calls finalize, and filters and tests applied to constants, at compile
-    time: what they return is baked into the code."""
-    if isinstance(obj, functools.partial):
-        bound = _digest((obj.args, obj.keywords), _depth)
-        return f"partial({callable_identity(obj.func, _depth + 1)})#{bound}"
-    if not isinstance(obj, _ROUTINES):
-        # A callable object: its class's __call__, and its state.
-        call = callable_identity(type(obj).__call__, _depth + 1)
-        return f"instance({call})@{_digest(_state(obj), _depth)}"
-    func: Any = getattr(obj, "__func__", obj)  # bound methods
-    qualname = getattr(func, "__qualname__", type(func).__qualname__)
-    name = f"{getattr(func, '__module__', '?')}.{qualname}"
-    code = getattr(func, "__code__", None)
-    if code is not None:
-        try:
-            cells = tuple(c.cell_contents for c in getattr(func, "__closure__", None) or ())
-        except ValueError:  # a cell not yet filled
-            cells = ()
-        defaults = (getattr(func, "__defaults__", None), getattr(func, "__kwdefaults__", None))
-        # Module-level values the code reads by name (a CURRENCY constant in a filter).
-        module_globals = getattr(func, "__globals__", {})
-        used = tuple(
-            (n, module_globals[n])
-            for n in _names(code)
-            if n in module_globals and not isinstance(module_globals[n], types.ModuleType)
-        )
-        name += "#" + _digest((code, defaults, cells, used), _depth)
-    owner = getattr(obj, "__self__", None)
-    if owner is not None and not isinstance(owner, (types.ModuleType, type)):
-        name += "@" + _digest(_state(owner), _depth)
-    return name
+def _jinja_own() -> dict[int, tuple[object, str, str]]:
+    """Jinja's own filters, tests, extensions, code generator and environments, by id:
+    named with Jinja's version rather than hashed (their code ships with that version).
+    Only modules already imported are listed (importing the sandbox or the extensions
+    would cost a process that uses neither); the table is the same in every process that
+    has them, and an object from a module not imported yet is in no environment."""
+    return _own_table(tuple(m in sys.modules for m in _OPTIONAL_MODULES))
 
 
-def _names(code: types.CodeType) -> list[str]:
+_OPTIONAL_MODULES = ("jinja2.ext", "jinja2.sandbox")
+
+
+@functools.lru_cache(maxsize=4)
+def _own_table(loaded: tuple[bool, ...]) -> dict[int, tuple[object, str, str]]:
+    from jinja2 import compiler
+    from jinja2.filters import FILTERS
+    from jinja2.tests import TESTS
+
+    own: dict[int, tuple[object, str, str]] = {}
+
+    def add(obj: Any, name: str, pass_arg: str = "-") -> None:
+        own[id(obj)] = (obj, f"jinja2:{name}@{jinja2.__version__}", pass_arg)
+
+    for kind, table in (("filter", FILTERS), ("test", TESTS)):
+        for name, func in table.items():
+            add(func, f"{kind}.{name}", _pass_arg(func))
+    modules = [compiler, jinja2.environment]
+    modules += [sys.modules[m] for m, there in zip(_OPTIONAL_MODULES, loaded, strict=True) if there]
+    for module in modules:
+        for name, value in vars(module).items():
+            if isinstance(value, type) and value.__module__ == module.__name__:
+                add(value, f"{module.__name__}.{name}")
+                if module.__name__ == "jinja2.ext":
+                    # The i18n extension puts bound methods on the environment
+                    # (install_gettext_translations...).
+                    for attr, member in vars(value).items():
+                        if isinstance(member, types.FunctionType):
+                            add(member, f"{module.__name__}.{name}.{attr}")
+    return own
+
+
+def _names(code: types.CodeType) -> tuple[str, ...]:
     """The global names ``code`` and the code nested in it read, sorted."""
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names.update(_names(const))
-    return sorted(names)
+    return tuple(sorted(names))
 
 
-def _state(obj: object) -> object:
+_names_of = functools.lru_cache(maxsize=4096)(_names)  # code objects are immutable
+
+
+def _state(obj: object, skip: tuple[str, ...] = ()) -> dict[str, object]:
     """An object's data: its ``__dict__`` and every ``__slots__`` value up its classes."""
-    state: dict[str, object] = dict(getattr(obj, "__dict__", None) or {})
+    state: dict[str, object] = {
+        k: v for k, v in (getattr(obj, "__dict__", None) or {}).items() if k not in skip
+    }
     for cls in type(obj).__mro__:
         slots = cls.__dict__.get("__slots__", ())
         for slot in (slots,) if isinstance(slots, str) else slots:
@@ -124,122 +144,427 @@ def _state(obj: object) -> object:
     return state
 
 
-def _digest(value: object, depth: int = 0) -> str:
-    # Version 2: from version 3 on, marshal flags every object whose refcount is above one,
-    # so the bytes would depend on who else happens to hold a constant.
-    return hashlib.sha256(marshal.dumps(_canonical(value, depth), 2)).hexdigest()[:16]
-
-
-def _canonical(value: object, depth: int = 0) -> Any:
-    """``value`` as data marshal writes the same way in every process: plain data as it
-    is, callables by :func:`callable_identity`, anything else by its type."""
-    if type(value) in _PLAIN:
-        return value
-    kind = f"{type(value).__module__}.{type(value).__qualname__}"
-    if depth > _MAX_DEPTH:
-        return f"<{kind}>"
-    if isinstance(value, enum.Enum):
-        return ("enum", kind, value.name)
-    for base in (bool, int, float, complex, str, bytes):
-        if isinstance(value, base):
-            # Markup and other subclasses of plain types: the type and the plain value.
-            convert: Callable[[Any], Any] = base
-            return ("sub", kind, convert(value))
-    if isinstance(value, types.CodeType):
-        return ("code", value.co_code, _canonical(value.co_consts, depth), value.co_names)
-    if isinstance(value, (tuple, list)):
-        return tuple(_canonical(item, depth) for item in value)
-    if isinstance(value, dict):
-        return (
-            "dict",
-            tuple((_canonical(k, depth), _canonical(v, depth)) for k, v in value.items()),
+def _inputs(obj: Any) -> tuple[str, tuple[object, ...]]:
+    """What a routine's identity is made of: a name, and the data its result depends on
+    (code, defaults, closure cells, the module constants it reads, its bound object)."""
+    func: Any = getattr(obj, "__func__", obj)  # bound methods
+    qualname = getattr(func, "__qualname__", type(func).__qualname__)
+    name = f"{getattr(func, '__module__', '?')}.{qualname}"
+    inputs: list[object] = []
+    code = getattr(func, "__code__", None)
+    if code is not None:
+        try:
+            cells = tuple(c.cell_contents for c in getattr(func, "__closure__", None) or ())
+        except ValueError:  # a cell not yet filled
+            cells = ()
+        module_globals = getattr(func, "__globals__", {})
+        # Module-level values the code reads by name (a CURRENCY constant in a filter).
+        used = tuple(
+            (n, module_globals[n])
+            for n in _names_of(code)
+            if n in module_globals and not isinstance(module_globals[n], types.ModuleType)
         )
-    if isinstance(value, (set, frozenset)):
-        # Before Python 3.11 marshal writes a set in hash order, which is per process.
-        return ("set", tuple(sorted(marshal.dumps(_canonical(item, depth), 2) for item in value)))
-    if callable(value):
-        return ("callable", callable_identity(value, depth + 1))
-    if isinstance(value, types.ModuleType):
-        return ("module", value.__name__)
-    # Anything else (a Decimal, a configured object) is what it pickles to. Failing that,
-    # fail closed: a token no other computation shares, so this environment never shares
-    # entries, rather than ever sharing them wrongly.
-    try:
-        reducer = copyreg.dispatch_table.get(type(value))  # re.Pattern pickles this way
-        reduced = reducer(value) if reducer is not None else value.__reduce_ex__(2)
-    except Exception:
+        inputs.append(
+            (code, (func.__defaults__, getattr(func, "__kwdefaults__", None)), cells, used)
+        )
+    owner = getattr(obj, "__self__", None)
+    if owner is not None and not isinstance(owner, (types.ModuleType, type)):
+        inputs.append(("self", _state(owner, ("environment",))))
+    return name, tuple(inputs)
+
+
+class Fingerprinter:
+    """Computes environment fingerprints and remembers what it computed.
+
+    A memo entry is reused only when the data it was computed from is still the same: the
+    settings compare equal and identical, and the data the application's callables read
+    (closure cells, defaults, module constants, object state) is described again and
+    compared. Only the hashing and Jinja's own objects are skipped. Safe under threads
+    (at worst two threads compute the same value).
+    """
+
+    __slots__ = (
+        "_configs",
+        "_identities",
+        "_lock",
+        "_mappings",
+        "_opaque",
+        "_plain",
+        "_private",
+        "_salt",
+    )
+
+    def __init__(self) -> None:
+        #: id(obj) and depth -> (obj, canonical inputs, identity, private)
+        self._identities: dict[tuple[int, int], tuple[object, object, str, bool]] = {}
+        #: settings snapshot -> (fingerprint, private, callables to re-check)
+        self._configs: dict[tuple[object, ...], tuple[str, bool, tuple[str, ...]]] = {}
+        #: filters or tests (as items) -> their lines, None where a callable is not Jinja's
+        self._mappings: dict[tuple[object, ...], tuple[str | None, ...]] = {}
+        #: marshal bytes of plain data -> its digest
+        self._plain: dict[bytes, str] = {}
+        #: Values that cannot be described, kept alive so their ids stay theirs.
+        self._opaque: dict[int, tuple[object, str]] = {}
+        self._salt = os.urandom(8).hex()
+        self._private = False
+        self._lock = threading.RLock()
+
+    # -- identities of callables --------------------------------------------------------
+
+    def identity(self, obj: object, depth: int = 0) -> str:
+        """A name for a callable that is stable across processes: where it is defined,
+        and a digest of its code and of the data it computes with (closure cells,
+        defaults, bound arguments, the state of a bound or callable object), so that two
+        lambdas in one module, two closures from one factory, or two configured objects
+        of one class do not look alike. Jinja calls finalize, and filters and tests
+        applied to constants, at compile time: what they return is baked into the code."""
+        own = _jinja_own()
+        known = own.get(id(obj))
+        if known is not None and known[0] is obj:
+            return known[1]
+        if isinstance(obj, types.MethodType):
+            known = own.get(id(obj.__func__))
+            if known is not None and known[0] is obj.__func__:
+                # One of Jinja's methods: bound to one of Jinja's objects (the i18n
+                # extension's install_gettext_translations...) it is named; bound to
+                # another object, that object's data may matter.
+                owner = own.get(id(type(obj.__self__)))
+                if owner is not None and owner[0] is type(obj.__self__):
+                    return known[1]
+                return f"{known[1]}@{self._digest(_state(obj.__self__, ('environment',)))}"
+        if isinstance(obj, functools.partial):
+            return (
+                f"partial({self.identity(obj.func, depth + 1)})"
+                f"#{self._digest((obj.args, obj.keywords), depth)}"
+            )
+        if isinstance(obj, type):
+            name, inputs = _class_inputs(obj)
+        elif isinstance(obj, _ROUTINES):
+            name, inputs = _inputs(obj)
+        else:
+            # A callable object: its class's __call__, and its state.
+            call = self.identity(type(obj).__call__, depth + 1)
+            return f"instance({call})@{self._digest(_state(obj), depth)}"
+        if not inputs:
+            return name
+        key = (id(obj), depth)
+        private = self._private
+        self._private = False
+        try:
+            canonical = self._canonical(inputs, depth)
+            memo = self._identities.get(key)
+            if memo is not None and memo[0] is obj and memo[1] == canonical:
+                self._private = memo[3]
+                return memo[2]
+            identity = f"{name}#{_hash(canonical)}"
+            if len(self._identities) >= _MAX_MEMO:
+                self._identities.clear()
+            self._identities[key] = (obj, canonical, identity, self._private)
+            return identity
+        finally:
+            self._private = private or self._private
+
+    def _digest(self, value: object, depth: int = 0) -> str:
+        try:
+            # Plain data (policies, options) marshals in C: its bytes are a cheap memo
+            # key. Anything marshal refuses (a function, Markup) is described each time.
+            raw = marshal.dumps(value, 2)  # type: ignore[arg-type]
+        except ValueError:
+            return _hash(self._canonical(value, depth))
+        digest = self._plain.get(raw)
+        if digest is None:
+            digest = _hash(self._canonical(value, depth))
+            if len(self._plain) >= _MAX_MEMO:
+                self._plain.clear()
+            self._plain[raw] = digest
+        return digest
+
+    def _canonical(self, value: object, depth: int = 0) -> Any:
+        """``value`` as data marshal writes the same way in every process: plain data as
+        it is, callables by :meth:`identity`, anything else by its type."""
+        cls = type(value)
+        if cls in _PLAIN:
+            # A bool and an int compare equal; the memo compares canonical forms.
+            return ("bool", value) if cls is bool else value
+        if cls is tuple or cls is list:
+            return tuple([self._canonical(item, depth) for item in value])  # type: ignore[attr-defined]
+        if cls is dict:
+            return (
+                "dict",
+                tuple(
+                    [
+                        (self._canonical(k, depth), self._canonical(v, depth))
+                        for k, v in value.items()  # type: ignore[attr-defined]
+                    ]
+                ),
+            )
+        kind = f"{type(value).__module__}.{type(value).__qualname__}"
+        if depth > _MAX_DEPTH:
+            return f"<{kind}>"
+        if isinstance(value, enum.Enum):
+            return ("enum", kind, value.name)
+        for base in (bool, int, float, complex, str, bytes):
+            if isinstance(value, base):
+                # Markup and other subclasses of plain types: the type and the plain value.
+                convert: Callable[[Any], Any] = base
+                return ("sub", kind, convert(value))
+        if isinstance(value, types.CodeType):
+            return (
+                "code",
+                value.co_code,
+                self._canonical(value.co_consts, depth),
+                value.co_names,
+            )
+        if isinstance(value, (tuple, list)):
+            return tuple(self._canonical(item, depth) for item in value)
+        if isinstance(value, dict):
+            return (
+                "dict",
+                tuple(
+                    (self._canonical(k, depth), self._canonical(v, depth)) for k, v in value.items()
+                ),
+            )
+        if isinstance(value, (set, frozenset)):
+            # Before Python 3.11 marshal writes a set in hash order, which is per process.
+            return (
+                "set",
+                tuple(sorted(marshal.dumps(self._canonical(item, depth), 2) for item in value)),
+            )
+        if callable(value):
+            return ("callable", self.identity(value, depth + 1))
+        if isinstance(value, types.ModuleType):
+            return ("module", value.__name__)
+        # Anything else (a Decimal, a configured object) is what it pickles to. Failing
+        # that, fail closed: a token of this process only, so that this environment's
+        # entries stay in the process's memory tiers rather than being shared wrongly.
+        try:
+            reducer = copyreg.dispatch_table.get(type(value))  # re.Pattern pickles this way
+            reduced = reducer(value) if reducer is not None else value.__reduce_ex__(2)
+        except Exception:
+            return ("opaque", kind, self._opaque_token(value, kind))
+        if isinstance(reduced, str):
+            return ("global", kind, reduced)
+        return ("reduced", kind, self._canonical(tuple(reduced)[1:], depth + 1))
+
+    def _opaque_token(self, value: object, kind: str) -> str:
+        self._private = True
+        known = self._opaque.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        import logging
+
         logging.getLogger("tiered_bccache").warning(
             "tiered_bccache: cannot describe a %s that a compile-time callable uses; "
-            "this environment will not share cache entries with other processes",
+            "this environment's entries stay in this process's memory tiers",
             kind,
         )
-        return ("opaque", kind, secrets.token_hex(16))
-    if isinstance(reduced, str):
-        return ("global", kind, reduced)
-    return ("reduced", kind, _canonical(tuple(reduced)[1:], depth + 1))
+        token = f"{self._salt}:{len(self._opaque)}"
+        self._opaque[id(value)] = (value, token)
+        return token
+
+    # -- environments -------------------------------------------------------------------
+
+    def fingerprint(self, env: Environment) -> tuple[str, bool]:
+        """``(digest, private)``: a 32-hex-digit digest of every setting of ``env`` that
+        changes generated code, plus the Python and Jinja versions; ``private`` is True
+        when some value could not be described, so the digest holds a token of this
+        process and the entries must not leave it. Autoescape is here only when it is a
+        bool; a callable autoescape is per template (see :func:`autoescape_flag`)."""
+        snapshot = _snapshot(env)
+        with self._lock:
+            try:
+                memo = self._configs.get(snapshot)
+            except TypeError:  # an unhashable setting (a callable object with __eq__)
+                memo, snapshot = None, ()
+            self._private = False
+            callables = self._callables_part(env)
+            private, self._private = self._private, False
+            if memo is not None and memo[2] == callables:
+                return memo[0], memo[1]
+            parts = [*self._settings_part(env), *callables]
+            digest = hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]
+            if snapshot:
+                if len(self._configs) >= _MAX_MEMO:
+                    self._configs.clear()
+                self._configs[snapshot] = (digest, private, callables)
+            return digest, private
+
+    def _settings_part(self, env: Environment) -> list[str]:
+        """What the snapshot compares exactly (plain values and classes)."""
+        parts = [
+            _PYTHON,
+            _JINJA,
+            f"async {env.is_async}",
+            f"optimized {env.optimized}",
+            f"binops {sorted(getattr(env, 'intercepted_binops', ()))}",
+            f"unops {sorted(getattr(env, 'intercepted_unops', ()))}",
+        ]
+        parts += [f"{name} {getattr(env, name)!r}" for name in _LEXER_SETTINGS]
+        if not callable(env.autoescape):
+            parts.append(f"autoescape {bool(env.autoescape)}")
+        return parts
+
+    def _callables_part(self, env: Environment) -> tuple[str, ...]:
+        """What depends on objects whose data may change in place: described again on
+        every new environment (cheap for Jinja's own, which are named)."""
+        parts = [
+            f"class {self.identity(type(env))}",
+            f"codegen {self.identity(env.code_generator_class)}",
+        ]
+        if callable(env.autoescape):
+            parts.append(f"autoescape per-template {self.identity(env.autoescape)}")
+        if env.finalize is None:
+            parts.append("finalize none")
+        else:
+            # Without a pass_* decorator finalize runs on constants at compile time, so
+            # its identity, not only its calling convention, is baked into the code.
+            finalize = env.finalize
+            parts.append(f"finalize {_pass_arg(finalize)} {self.identity(finalize)}")
+        for ext_name in sorted(env.extensions):
+            ext = env.extensions[ext_name]
+            parts.append(
+                f"ext {ext_name} priority={ext.priority} {self.identity(type(ext))}"
+                f" state={self._digest(_state(ext, ('environment',)))}"
+            )
+        # What extensions put on the environment with extend() (newstyle_gettext, a
+        # third-party extension's options): attributes a plain Environment lacks.
+        extra = sorted(set(vars(env)) - _plain_attributes() - _RENDER_TIME)
+        parts.append(f"extended {self._digest([(n, getattr(env, n)) for n in extra])}")
+        # Policies: filters folded at compile time read them (urlize.*, truncate.leeway,
+        # json.*), and the i18n extension reads ext.i18n.trimmed while parsing.
+        parts.append(f"policies {self._digest(sorted(env.policies.items()))}")
+        parts += self._calling_conventions("filter", env.filters)
+        parts += self._calling_conventions("test", env.tests)
+        return tuple(parts)
+
+    def _calling_conventions(self, kind: str, mapping: Mapping[str, Any]) -> list[str]:
+        # The compiler writes ``context``, ``eval_ctx`` or ``environment`` into the call
+        # of each filter and test depending on how it is decorated, and refuses unknown
+        # names; the optimizer calls them on constants, so what they compute is baked in.
+        # Jinja's own are named; the lines of a mapping seen before are reused, and only
+        # the application's callables are described again.
+        items = tuple(mapping.items())
+        try:
+            memo = self._mappings.get(items)
+        except TypeError:  # a callable object that is not hashable
+            memo, items = None, ()
+        if memo is None:
+            own = _jinja_own()
+            lines: list[str | None] = []
+            for name in sorted(mapping):
+                func = mapping[name]
+                known = own.get(id(func))
+                lines.append(
+                    f"{kind} {name}={known[2]} {known[1]}"
+                    if known is not None and known[0] is func
+                    else None
+                )
+            memo = tuple(lines)
+            if items:
+                if len(self._mappings) >= _MAX_MEMO:
+                    self._mappings.clear()
+                self._mappings[items] = memo
+        if None not in memo:
+            return list(memo)  # type: ignore[arg-type]
+        names = sorted(mapping)
+        return [
+            line
+            if line is not None
+            else f"{kind} {names[i]}={_pass_arg(mapping[names[i]])} "
+            f"{self.identity(mapping[names[i]])}"
+            for i, line in enumerate(memo)
+        ]
 
 
-def _pass_arg(func: Callable[..., Any]) -> str:
+def _class_inputs(cls: type) -> tuple[str, tuple[object, ...]]:
+    """A class's identity: its name and, for each class up its MRO that is neither
+    Jinja's nor the standard library's, what it defines (methods by identity, other
+    attributes by value). A subclass overriding a compiler method writes other code."""
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    own = _jinja_own()
+    bodies: list[object] = []
+    for base in cls.__mro__:
+        known = own.get(id(base))
+        if known is not None and known[0] is base:
+            bodies.append(known[1])
+        elif base.__module__.partition(".")[0] not in sys.stdlib_module_names:
+            members = {
+                k: _member(v)
+                for k, v in sorted(vars(base).items())
+                if k not in _CLASS_NOISE
+                and not k.startswith("_abc")
+                and not isinstance(v, (types.MemberDescriptorType, types.GetSetDescriptorType))
+            }
+            bodies.append((f"{base.__module__}.{base.__qualname__}", members))
+    return name, tuple(bodies)
+
+
+#: Attributes environments carry beyond a plain one's that only matter at render time
+#: (the sandbox's operator tables; ``intercepted_binops`` is what the compiler reads).
+_RENDER_TIME = frozenset(("binop_table", "unop_table"))
+_CLASS_NOISE = frozenset(("__dict__", "__weakref__", "__doc__", "__module__", "__slots__"))
+
+
+def _member(value: object) -> object:
+    """A class attribute as the data behind it (descriptors unwrapped)."""
+    if isinstance(value, (staticmethod, classmethod)):
+        return (type(value).__name__, value.__func__)
+    if isinstance(value, property):
+        return ("property", value.fget, value.fset, value.fdel)
+    if isinstance(value, functools.cached_property):
+        return ("cached_property", value.func)
+    return value
+
+
+@functools.lru_cache(maxsize=1)
+def _plain_attributes() -> frozenset[str]:
+    return frozenset(vars(Environment()))
+
+
+def _snapshot(env: Environment) -> tuple[object, ...]:
+    """Everything :meth:`Fingerprinter._settings_part` reads, plus the identity of every
+    callable and extension: equal snapshots mean equal settings parts, and the same
+    callables (whose data :meth:`Fingerprinter._callables_part` re-checks)."""
+    return (
+        type(env),
+        env.code_generator_class,
+        env.is_async,
+        env.optimized,
+        getattr(env, "intercepted_binops", None),
+        getattr(env, "intercepted_unops", None),
+        *(getattr(env, name) for name in _LEXER_SETTINGS),
+        env.autoescape,
+        env.finalize,
+    )
+
+
+def _hash(canonical: object) -> str:
+    # Version 2: from version 3 on, marshal flags every object whose refcount is above
+    # one, so the bytes would depend on who else happens to hold a constant.
+    return hashlib.sha256(marshal.dumps(canonical, 2)).hexdigest()[:16]  # type: ignore[arg-type]
+
+
+def _pass_arg(func: Any) -> str:
     pass_arg = _PassArg.from_obj(func)
     return pass_arg.name if pass_arg is not None else "-"
 
 
-def _calling_conventions(mapping: Mapping[str, Any]) -> Iterable[str]:
-    # The compiler writes ``context``, ``eval_ctx`` or ``environment`` into the call of
-    # each filter and test depending on how it is decorated, and refuses unknown names;
-    # the optimizer calls them on constants, so what they compute is baked in too.
-    for name in sorted(mapping):
-        func = mapping[name]
-        yield f"{name}={_pass_arg(func)} {callable_identity(func)}"
+def callable_identity(obj: object) -> str:
+    """:meth:`Fingerprinter.identity` computed afresh."""
+    return Fingerprinter().identity(obj)
 
 
 def environment_fingerprint(env: Environment) -> str:
-    """A 32-hex-digit digest of every setting of ``env`` that changes generated code,
-    plus the Python and Jinja versions. Autoescape is here only when it is a bool; a
-    callable autoescape is per template (see :func:`autoescape_flag`)."""
-    env_type = type(env)
-    parts: list[str] = [
-        f"python {importlib.util.MAGIC_NUMBER.hex()} {sys.implementation.cache_tag}",
-        f"jinja2 {jinja2.__version__} bc{bc_version}",
-        f"class {env_type.__module__}.{env_type.__qualname__}",
-        f"codegen {callable_identity(env.code_generator_class)}",
-        f"async {env.is_async}",
-        f"optimized {env.optimized}",
-        f"sandboxed {getattr(env, 'sandboxed', False)}",
-        f"binops {sorted(getattr(env, 'intercepted_binops', ()))}",
-        f"unops {sorted(getattr(env, 'intercepted_unops', ()))}",
-    ]
-    parts += [f"{name} {getattr(env, name)!r}" for name in _LEXER_SETTINGS]
-    autoescape = env.autoescape
-    if callable(autoescape):
-        parts.append(f"autoescape per-template {callable_identity(autoescape)}")
-    else:
-        parts.append(f"autoescape {bool(autoescape)}")
-    if env.finalize is None:
-        parts.append("finalize none")
-    else:
-        # Without a pass_* decorator finalize runs on constants at compile time, so its
-        # identity, not only its calling convention, is baked into the code.
-        finalize = env.finalize
-        parts.append(f"finalize {_pass_arg(finalize)} {callable_identity(finalize)}")
-    for ext_name in sorted(env.extensions):
-        ext = env.extensions[ext_name]
-        parts.append(f"ext {ext_name} priority={ext.priority}")
-    parts += [
-        f"{name} {getattr(env, name)!r}" for name in _EXTENSION_SETTINGS if hasattr(env, name)
-    ]
-    # Policies: filters folded at compile time read them (urlize.*, truncate.leeway,
-    # json.*), and the i18n extension reads ext.i18n.trimmed while parsing.
-    parts += [f"policy {k} {_digest(v)}" for k, v in sorted(env.policies.items())]
-    parts += [f"filter {item}" for item in _calling_conventions(env.filters)]
-    parts += [f"test {item}" for item in _calling_conventions(env.tests)]
-    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]
+    """The digest :meth:`Fingerprinter.fingerprint` gives, computed afresh."""
+    return Fingerprinter().fingerprint(env)[0]
 
 
 def environment_shape(env: Environment) -> tuple[object, ...]:
     """A cheap token that changes when the settings users most often change after first
     use do (a filter or test added, autoescape or finalize replaced). Compared on every
-    lookup, so it reads attributes only; other late changes need ``cache.refresh(env)``."""
+    lookup, so it reads attributes only; a replaced filter or test is caught before
+    anything leaves the process (see ``TieredBytecodeCache``), other late changes need
+    ``cache.refresh(env)``."""
     return (
         len(env.filters),
         len(env.tests),

@@ -36,20 +36,21 @@ def resolve_secret(
     key_file_dirs: Sequence[str],
     unsigned_tiers: Sequence[str],
     allow_unsigned: bool,
+    env_var: str = ENV_VAR,
 ) -> bytes | None:
-    """The MAC key: ``secret``, else ``$TIERED_BCCACHE_SECRET``, else, when every shared
-    tier is host-local (``unsigned_tiers`` empty), a random key kept in a 0600 file in the
-    first of ``key_file_dirs``. None means unsigned, allowed only when nothing is shared
-    or ``allow_unsigned`` is true.
+    """The MAC key: ``secret``, else the variable ``env_var`` (``$TIERED_BCCACHE_SECRET``),
+    else, when every shared tier is host-local (``unsigned_tiers`` empty), a random key
+    kept in a 0600 file in the first of ``key_file_dirs``. None means unsigned, allowed
+    only when nothing is shared or ``allow_unsigned`` is true.
 
     Raises :class:`InsecureConfigurationError` for a remote tier with no secret and no
     opt-out, :class:`ConfigurationError` for a short secret or an unsafe key file.
     """
     if secret is not None:
         return _as_key(secret, "secret")
-    env = os.environ.get(ENV_VAR)
+    env = os.environ.get(env_var)
     if env:
-        return _as_key(env, f"${ENV_VAR}")
+        return _as_key(env, f"${env_var}")
     if unsigned_tiers:
         if allow_unsigned:
             return None
@@ -57,7 +58,7 @@ def resolve_secret(
             f"{', '.join(unsigned_tiers)} would hold code that every process executes, and "
             f"anyone who can write to it could run code in this application. Pass "
             f"secret=... (at least {MIN_SECRET_BYTES} bytes, the same on every host) or set "
-            f"${ENV_VAR}; allow_unsigned=True turns the check off (unsafe)."
+            f"${env_var}; allow_unsigned=True turns the check off (unsafe)."
         )
     if key_file_dirs:
         return load_or_create_key(os.path.join(key_file_dirs[0], KEY_FILE))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 __all__ = ["CacheStats", "LatencyHistogram", "TierCounters", "TierStats"]
@@ -101,6 +102,9 @@ class TierStats:
     latency_p50: float
     latency_p99: float
     breaker: str
+    #: Notable events inside the tier, counted by the tier itself (its ``events``
+    #: attribute), e.g. a foreign value replaced at memcached's generation key.
+    events: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def rejected(self) -> int:
@@ -145,7 +149,9 @@ class CacheStats:
         return out
 
 
-def snapshot(name: str, c: TierCounters, breaker: str) -> TierStats:
+def snapshot(
+    name: str, c: TierCounters, breaker: str, events: Mapping[str, int] | None = None
+) -> TierStats:
     lat = c.latency
     return TierStats(
         name=name,
@@ -165,6 +171,7 @@ def snapshot(name: str, c: TierCounters, breaker: str) -> TierStats:
         latency_p50=lat.quantile(0.5),
         latency_p99=lat.quantile(0.99),
         breaker=breaker,
+        events=dict(events or {}),
     )
 
 
