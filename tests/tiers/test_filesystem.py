@@ -844,6 +844,40 @@ def test_filesystem_tier_hit_does_not_import_filelock(tier: FileSystemTier) -> N
     assert os.stat(tier.path("k")).st_mtime > time.time() - 60  # the hit touched it
 
 
+#: Runs in a fresh interpreter: a cache over memory and the filesystem tier loads a
+#: template; with "hit", its entry must come from the filesystem tier.
+PACKAGE_HIT_IMPORTS = """
+import sys
+from jinja2 import DictLoader, Environment
+from tiered_bccache import FileSystemTier, MemoryTier, TieredBytecodeCache
+directory, secret, expect = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
+cache = TieredBytecodeCache([MemoryTier(), FileSystemTier(directory)], secret=secret)
+env = Environment(loader=DictLoader({"t.html": "{{ 1 + 1 }}"}), bytecode_cache=cache)
+assert env.get_template("t.html").render() == "2"
+hits = cache.stats().tiers[1].hits
+assert hits == (1 if expect == "hit" else 0), cache.stats()
+print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] == "filelock")))
+"""
+
+
+def test_package_import_and_a_filesystem_hit_do_not_import_filelock(tmp_path: Path) -> None:
+    """``import tiered_bccache`` and a template loaded from the filesystem tier load no
+    filelock module; a miss (which takes the compile lease) does."""
+    outputs = []
+    for expect in ("miss", "hit"):
+        done = subprocess.run(
+            [sys.executable, "-c", PACKAGE_HIT_IMPORTS, str(tmp_path / "cache"), "s" * 32, expect],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout.strip())
+    assert "filelock" in outputs[0].split()
+    assert outputs[1] == ""
+
+
 # -- pickling ----------------------------------------------------------------------------
 
 
