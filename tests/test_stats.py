@@ -111,7 +111,8 @@ def test_reject_counts_each_reason_in_its_counter(reason: str, field: str) -> No
 
 
 def tier_stats(name: str, hits: int, misses: int, **overrides: object) -> TierStats:
-    c = TierCounters(hits=hits, misses=misses)
+    c = TierCounters()
+    c.hits, c.misses = hits, misses
     for field, value in overrides.items():
         setattr(c, field, value)
     c.latency.observe(2_500)
@@ -120,7 +121,11 @@ def tier_stats(name: str, hits: int, misses: int, **overrides: object) -> TierSt
 
 def test_snapshot_copies_the_counters() -> None:
     """A snapshot holds the values at the time it was taken, not live counters."""
-    c = TierCounters(hits=3, misses=1, rejected_mac=2, rejected_stale=1)
+    c = TierCounters()
+    c.hits, c.misses = 3, 1
+    c.reject("mac")
+    c.reject("mac")
+    c.reject("stale")
     c.latency.observe(2_500)
     s = snapshot("memory", c, "none")
     c.hits += 10

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import marshal
 import os
 import threading
@@ -21,7 +20,7 @@ from .entry import EntryCodec
 from .errors import ConfigurationError, EntryError, TierError
 from .fingerprint import Fingerprinter, autoescape_flag
 from .secret import ENV_VAR, resolve_secret
-from .stats import CacheStats, RateLimitedLog, TierCounters, snapshot
+from .stats import CacheStats, RateLimitedLog, TierCounters, logger, snapshot
 from .tiers._validate import positive_int_or_none, positive_number
 from .tiers.base import Tier
 from .tiers.filesystem import FileSystemTier
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TieredBytecodeCache"]
 
-logger = logging.getLogger("tiered_bccache")
 
 #: Beyond this many (name, filename) pairs per environment the key memo starts over.
 _MAX_MEMO = 65536
@@ -251,7 +249,7 @@ class TieredBytecodeCache(BytecodeCache):
         self._fingerprinter = Fingerprinter()
         self._states: dict[int, _EnvState] = {}
         self._states_lock = threading.Lock()
-        self._log = RateLimitedLog(logger)
+        self._log = RateLimitedLog()
         self._trace: TraceWriter | None = None
         self._reset_totals()
         if trace is not None:
@@ -761,7 +759,7 @@ def _release(lock: FileLock) -> None:
     try:
         lock.release(force=True)
     except Exception as exc:  # a lock file removed under us: nothing left to release
-        logger.debug("tiered_bccache: releasing a compile lease failed: %r", exc)
+        logger().debug("tiered_bccache: releasing a compile lease failed: %r", exc)
 
 
 def _check_tiers(tiers: object) -> tuple[Tier, ...]:

@@ -488,12 +488,16 @@ def _load_cache(args: argparse.Namespace, target: str | None) -> TieredBytecodeC
                 "its own cache"
             )
     secret = _read_secret(args)
+    from_env = args.secret_env != ENV_VAR and args.secret_file is None
     try:
         return load_cache(
             target,
             list(args.tier),
             memcached_timeout=MEMCACHED_TIMEOUT,
-            secret=secret,
+            # A key from a variable is passed by the variable's name, so that a copy of
+            # the cache (pickled to a worker) carries the name, not the key.
+            secret=None if from_env else secret,
+            secret_env=args.secret_env if from_env else None,
             allow_unsigned=args.allow_unsigned,
         )
     except InsecureConfigurationError as exc:

@@ -26,8 +26,8 @@ import marshal
 import struct
 import types
 import zlib
-from dataclasses import dataclass
 from hashlib import sha256
+from typing import NamedTuple
 
 import jinja2
 from jinja2.bccache import bc_version
@@ -53,8 +53,7 @@ _FIXED = struct.Struct(">4sBB4sB")
 UNSIGNED_KEY = b"tiered_bccache unsigned entries: integrity only"
 
 
-@dataclass(frozen=True, slots=True)
-class EntryHeader:
+class EntryHeader(NamedTuple):
     """What an entry says about itself, read without verifying it (for diagnostics)."""
 
     format_version: int

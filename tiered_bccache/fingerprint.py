@@ -351,9 +351,9 @@ class Fingerprinter:
         known = self._opaque.get(id(value))
         if known is not None and known[0] is value:
             return known[1]
-        import logging
+        from .stats import logger
 
-        logging.getLogger("tiered_bccache").warning(
+        logger().warning(
             "tiered_bccache: cannot describe a %s that a compile-time callable uses; "
             "this environment's entries stay in this process's memory tiers",
             kind,

@@ -8,10 +8,13 @@ decreasing, under threads.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import logging
 
 __all__ = ["CacheStats", "LatencyHistogram", "TierCounters", "TierStats"]
 
@@ -50,22 +53,32 @@ class LatencyHistogram:
         return 2 * BUCKET_BOUNDS_US[-1] / 1e6
 
 
-@dataclass(slots=True)
-class TierCounters:
-    """The live, mutable counters of one tier (owned by the cache)."""
+_COUNTERS = (
+    "hits",
+    "misses",
+    "promotions",
+    "writes",
+    "rejected_mac",
+    "rejected_format",
+    "rejected_stale",
+    "skipped",
+    "errors",
+    "bytes_read",
+    "bytes_written",
+)
 
-    hits: int = 0
-    misses: int = 0
-    promotions: int = 0
-    writes: int = 0
-    rejected_mac: int = 0
-    rejected_format: int = 0
-    rejected_stale: int = 0
-    skipped: int = 0
-    errors: int = 0
-    bytes_read: int = 0
-    bytes_written: int = 0
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+class TierCounters:
+    """The live, mutable counters of one tier (owned by the cache). A plain class: a
+    dataclass costs a process more to define than the rest of this module."""
+
+    __slots__ = (*_COUNTERS, "latency")
+
+    def __init__(self) -> None:
+        self.hits = self.misses = self.promotions = self.writes = 0
+        self.rejected_mac = self.rejected_format = self.rejected_stale = 0
+        self.skipped = self.errors = self.bytes_read = self.bytes_written = 0
+        self.latency = LatencyHistogram()
 
     def reject(self, reason: str) -> None:
         if reason == "mac":
@@ -76,8 +89,11 @@ class TierCounters:
             self.rejected_format += 1
 
 
-@dataclass(frozen=True, slots=True)
-class TierStats:
+#: What a tier without events reports (shared, and read-only so that it stays empty).
+_NO_EVENTS: Mapping[str, int] = MappingProxyType({})
+
+
+class TierStats(NamedTuple):
     """A snapshot of one tier's counters.
 
     ``skipped`` counts calls not made: an entry too large for the tier, or the tier's
@@ -104,7 +120,7 @@ class TierStats:
     breaker: str
     #: Notable events inside the tier, counted by the tier itself (its ``events``
     #: attribute), e.g. a foreign value replaced at memcached's generation key.
-    events: Mapping[str, int] = field(default_factory=dict)
+    events: Mapping[str, int] = _NO_EVENTS
 
     @property
     def rejected(self) -> int:
@@ -116,8 +132,7 @@ class TierStats:
         return self.hits / lookups if lookups else 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class CacheStats:
+class CacheStats(NamedTuple):
     """A snapshot of the whole cache: ``tiers`` in lookup order, plus totals.
 
     ``hits`` are lookups some tier answered, ``misses`` lookups that went to the
@@ -145,7 +160,7 @@ class CacheStats:
             "lease_waits": self.lease_waits,
             "hit_ratio": self.hit_ratio,
         }
-        out["tiers"] = [{f.name: getattr(t, f.name) for f in fields(t)} for t in self.tiers]
+        out["tiers"] = [{**t._asdict(), "events": dict(t.events)} for t in self.tiers]
         return out
 
 
@@ -171,7 +186,7 @@ def snapshot(
         latency_p50=lat.quantile(0.5),
         latency_p99=lat.quantile(0.99),
         breaker=breaker,
-        events=dict(events or {}),
+        events=MappingProxyType(dict(events)) if events else _NO_EVENTS,
     )
 
 
@@ -182,7 +197,8 @@ class RateLimitedLog:
 
     __slots__ = ("_last", "_logger", "_suppressed", "interval")
 
-    def __init__(self, logger: logging.Logger, interval: float = 30.0) -> None:
+    def __init__(self, logger: logging.Logger | None = None, interval: float = 30.0) -> None:
+        #: None: the ``tiered_bccache`` logger, looked up when first needed.
         self._logger = logger
         self.interval = interval
         self._last: dict[str, float] = {}
@@ -198,4 +214,12 @@ class RateLimitedLog:
         suppressed = self._suppressed.pop(topic, 0)
         if suppressed:
             message += f" ({suppressed} similar messages suppressed)"
-        self._logger.warning(message, *args)
+        (self._logger or logger()).warning(message, *args)
+
+
+def logger() -> logging.Logger:
+    """The ``tiered_bccache`` logger. ``logging`` is imported when something is first
+    logged: it costs a process that never logs a quarter of what Jinja's import does."""
+    import logging
+
+    return logging.getLogger("tiered_bccache")
