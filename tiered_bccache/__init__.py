@@ -1,5 +1,9 @@
 """A tiered, authenticated, environment-safe bytecode cache for Jinja2."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .cache import TieredBytecodeCache
 from .errors import (
     ConfigurationError,
@@ -9,7 +13,10 @@ from .errors import (
     TierError,
 )
 from .stats import CacheStats, TierStats
-from .tiers import ByteTier, FileSystemTier, MemcachedTier, MemoryTier, Tier
+from .tiers import ByteTier, Tier
+
+if TYPE_CHECKING:
+    from .tiers import FileSystemTier, MemcachedTier, MemoryTier
 
 __version__ = "0.1.0"
 
@@ -29,3 +36,19 @@ __all__ = (
     "TieredCacheError",
     "__version__",
 )
+
+
+def __getattr__(name: str) -> Any:
+    # The tier classes are imported when first asked for (see tiered_bccache.tiers): a
+    # process pays only for the tiers it configures.
+    from . import tiers
+
+    if name in tiers._MODULES:
+        value = getattr(tiers, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -23,11 +23,11 @@ from .secret import ENV_VAR, resolve_secret
 from .stats import CacheStats, RateLimitedLog, TierCounters, logger, snapshot
 from .tiers._validate import positive_int_or_none, positive_number
 from .tiers.base import Tier
-from .tiers.filesystem import FileSystemTier
 
 if TYPE_CHECKING:
     from filelock import FileLock  # imported when a lease is taken, not on a hit
 
+    from .tiers.filesystem import FileSystemTier
     from .trace import TraceWriter
 
 __all__ = ["TieredBytecodeCache"]
@@ -208,7 +208,9 @@ class TieredBytecodeCache(BytecodeCache):
         secret_env: str = ENV_VAR,
         trace: str | os.PathLike[str] | None = None,
     ) -> None:
-        self._tiers = _check_tiers(tiers)
+        from .tiers.filesystem import FileSystemTier  # host key files, shared directories
+
+        self._tiers = _check_tiers(tiers, FileSystemTier)
         if not isinstance(secret_env, str) or not secret_env:
             raise ConfigurationError(f"secret_env must name a variable, got {secret_env!r}")
         self._options: dict[str, Any] = {
@@ -762,7 +764,7 @@ def _release(lock: FileLock) -> None:
         logger().debug("tiered_bccache: releasing a compile lease failed: %r", exc)
 
 
-def _check_tiers(tiers: object) -> tuple[Tier, ...]:
+def _check_tiers(tiers: object, filesystem: type[FileSystemTier]) -> tuple[Tier, ...]:
     if isinstance(tiers, (str, bytes)) or not isinstance(tiers, Sequence):
         raise ConfigurationError(f"tiers must be a list of tiers, got {type(tiers).__name__}")
     if not tiers:
@@ -780,7 +782,7 @@ def _check_tiers(tiers: object) -> tuple[Tier, ...]:
                 f"tiers[{index}] is the same object as tiers[{seen[id(tier)]}]"
             )
         seen[id(tier)] = index
-        if isinstance(tier, FileSystemTier):
+        if isinstance(tier, filesystem):
             if tier.directory in directories:
                 first = directories[tier.directory]
                 raise ConfigurationError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from collections.abc import Sequence
 
@@ -75,11 +74,11 @@ def load_or_create_key(path: str) -> bytes:
         return _read_key(path)
     except FileNotFoundError:
         pass
-    tmp = f"{path}.{secrets.token_hex(8)}"
+    tmp = f"{path}.{os.urandom(8).hex()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, secrets.token_bytes(_KEY_BYTES))
+        os.write(fd, os.urandom(_KEY_BYTES))
         os.fsync(fd)
     finally:
         os.close(fd)

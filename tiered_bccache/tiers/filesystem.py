@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
-import secrets
 import stat
 import tempfile
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigurationError, EntryError
+from ..stats import logger
 from ._validate import positive_int_or_none
 
 if TYPE_CHECKING:
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FileSystemTier", "default_directory"]
 
-logger = logging.getLogger(__name__)
 
 _SUFFIX = ".tbc"
 _TMP_PREFIX = ".tmp-"
@@ -175,7 +173,7 @@ class FileSystemTier:
             os.utime(fd)
         except OSError as exc:
             self.touch_failures += 1
-            logger.debug("tiered_bccache: %s could not mark %s as used: %r", self.name, path, exc)
+            logger().debug("tiered_bccache: %s could not mark %s as used: %r", self.name, path, exc)
 
     def set(self, key: str, value: bytes) -> None:
         final = self.path(key)
@@ -201,7 +199,7 @@ class FileSystemTier:
     def _write_temp(self, value: bytes) -> str:
         # Write to a temporary file, then rename it into place: another process never
         # reads a half-written entry.
-        tmp = os.path.join(self.directory, f"{_TMP_PREFIX}{secrets.token_hex(8)}")
+        tmp = os.path.join(self.directory, f"{_TMP_PREFIX}{os.urandom(8).hex()}")
         fd = os.open(tmp, _WRITE_FLAGS, 0o600)
         try:
             os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask took away
