@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import marshal
 import os
-import threading
 import time
 import types
 import weakref
@@ -80,19 +80,17 @@ class _EnvState:
         "finalize",
         "fingerprint",
         "is_async",
-        "keys",
         "private",
         "slots",
         "tests",
     )
 
-    def __init__(self, env: Environment, fingerprint: str, private: bool) -> None:
-        self.env_ref = weakref.ref(env)
-        self.fingerprint = fingerprint
+    def __init__(self, env: Environment, env_ref: weakref.ref[Environment]) -> None:
+        self.env_ref = env_ref
+        self.fingerprint = ""
         #: Some value could not be described: the fingerprint holds a token of this
         #: process, so entries stay in its memory tiers.
-        self.private = private
-        self.keys: dict[tuple[str, str | None], str] = {}
+        self.private = False
         self.slots: tuple[_Slot, ...] = ()
         # Copies: comparing them with the live dicts notices a filter or test added,
         # removed or replaced by another function (identity, not only the count).
@@ -250,7 +248,8 @@ class TieredBytecodeCache(BytecodeCache):
         self._private_slots = tuple(s for s in self._slots if s.objects)
         self._fingerprinter = Fingerprinter()
         self._states: dict[int, _EnvState] = {}
-        self._states_lock = threading.Lock()
+        #: (fingerprint, name, filename) -> key; bounded, starts over when full.
+        self._keys: dict[tuple[str, str, str | None], str] = {}
         self._log = RateLimitedLog()
         self._trace: TraceWriter | None = None
         self._reset_totals()
@@ -278,25 +277,21 @@ class TieredBytecodeCache(BytecodeCache):
         if state is not None and state.matches(env):
             return state
         digest, private = self._fingerprinter.fingerprint(env)
-        fresh = _EnvState(env, digest, private)
-        fresh.slots = self._private_slots if private else self._slots
         env_id = id(env)
-        with self._states_lock:
-            old = self._states.get(env_id)
-            self._states[env_id] = fresh
-            if old is None or old.env_ref() is not env:
-                # Forget the environment when it goes away, so that a new object that
-                # happens to get the same id() is never served its predecessor's
-                # fingerprint. Once per environment, however often it is refreshed.
-                weakref.finalize(env, self._forget, env_id)
+        # The weak reference forgets the environment when it goes away, so that a new
+        # object that happens to get the same id() is never served its predecessor's
+        # fingerprint. A state replaced by a refresh takes its reference with it.
+        fresh = _EnvState(env, weakref.ref(env, functools.partial(self._forget, env_id)))
+        fresh.fingerprint = digest
+        fresh.private = private
+        fresh.slots = self._private_slots if private else self._slots
+        self._states[env_id] = fresh
         return fresh
 
-    def _forget(self, env_id: int) -> None:
-        # Runs as the environment is freed, before its id can be reused.
-        with self._states_lock:
-            state = self._states.get(env_id)
-            if state is not None and state.env_ref() is None:
-                del self._states[env_id]
+    def _forget(self, env_id: int, ref: weakref.ref[Environment]) -> None:
+        state = self._states.get(env_id)
+        if state is not None and state.env_ref is ref:
+            del self._states[env_id]
 
     def refresh(self, environment: Environment) -> None:
         """Recompute ``environment``'s fingerprint after changing a setting that the
@@ -311,15 +306,18 @@ class TieredBytecodeCache(BytecodeCache):
         return self._state(environment).fingerprint
 
     def _tier_key(self, state: _EnvState, env: Environment, name: str, filename: str | None) -> str:
-        if len(state.keys) >= _MAX_MEMO:
-            state.keys.clear()
-        key = (
-            state.fingerprint
-            + autoescape_flag(env, name)
-            + "-"
-            + self.get_cache_key(name, filename)
-        )
-        state.keys[(name, filename)] = key
+        """The key of template ``name`` for environments with ``state``'s fingerprint,
+        remembered per fingerprint (a new Environment configured like one seen reuses
+        them; a callable autoescape is part of the fingerprint, so its answer for a name
+        is too)."""
+        memo = (state.fingerprint, name, filename)
+        key = self._keys.get(memo)
+        if key is None:
+            if len(self._keys) >= _MAX_MEMO:
+                self._keys.clear()
+            flag = autoescape_flag(env, name)
+            key = f"{state.fingerprint}{flag}-{self.get_cache_key(name, filename)}"
+            self._keys[memo] = key
         return key
 
     # -- Jinja's interface ----------------------------------------------------------------
@@ -334,9 +332,7 @@ class TieredBytecodeCache(BytecodeCache):
         state = self._states.get(id(environment))
         if state is None or not state.matches(environment):
             state = self._state(environment)
-        key = state.keys.get((name, filename))
-        if key is None:
-            key = self._tier_key(state, environment, name, filename)
+        key = self._tier_key(state, environment, name, filename)
         bucket = _Bucket(environment, key, source, state.slots)
         self.lookups += 1
         first = self._slots[0]
@@ -375,7 +371,7 @@ class TieredBytecodeCache(BytecodeCache):
         """Write ``code``, compiled from ``source``, to every tier under the key a lookup
         of ``name`` in ``environment`` uses (what ``tiered-bccache warm`` does)."""
         state = self._state(environment)
-        key = state.keys.get((name, filename)) or self._tier_key(state, environment, name, filename)
+        key = self._tier_key(state, environment, name, filename)
         bucket = _Bucket(environment, key, source, state.slots)
         bucket.code = code
         self.dump_bytecode(bucket)

@@ -197,8 +197,9 @@ class Fingerprinter:
     def __init__(self) -> None:
         #: id(obj) and depth -> (obj, canonical inputs, identity, private)
         self._identities: dict[tuple[int, int], tuple[object, object, str, bool]] = {}
-        #: settings snapshot -> (fingerprint, private, callables to re-check)
-        self._configs: dict[tuple[object, ...], tuple[str, bool, tuple[str, ...]]] = {}
+        #: memo key -> [(filters, tests, fingerprint, private, (callable, identity) pairs
+        #: to re-check)]
+        self._configs: dict[object, list[_Config]] = {}
         #: filters or tests (as items) -> their lines, None where a callable is not Jinja's
         self._mappings: dict[tuple[object, ...], tuple[str | None, ...]] = {}
         #: marshal bytes of plain data -> its digest
@@ -370,24 +371,64 @@ class Fingerprinter:
         when some value could not be described, so the digest holds a token of this
         process and the entries must not leave it. Autoescape is here only when it is a
         bool; a callable autoescape is per template (see :func:`autoescape_flag`)."""
-        snapshot = _snapshot(env)
         with self._lock:
-            try:
-                memo = self._configs.get(snapshot)
-            except TypeError:  # an unhashable setting (a callable object with __eq__)
-                memo, snapshot = None, ()
+            key = self._memo_key(env)
+            # Seen before: the same settings and the same objects. Only what the
+            # application's own callables read (closure cells, module constants, object
+            # state) may have changed since; describe that again and compare.
+            for filters, tests, digest, private, checks in self._configs.get(key, ()):
+                if (
+                    filters == env.filters
+                    and tests == env.tests
+                    and all(self.identity(o) == i for o, i in checks)
+                ):
+                    return digest, private
             self._private = False
-            callables = self._callables_part(env)
+            parts = [*self._settings_part(env), *self._callables_part(env)]
             private, self._private = self._private, False
-            if memo is not None and memo[2] == callables:
-                return memo[0], memo[1]
-            parts = [*self._settings_part(env), *callables]
             digest = hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]
-            if snapshot:
-                if len(self._configs) >= _MAX_MEMO:
+            if key is not None:
+                checks = tuple((o, self.identity(o)) for o in _not_jinjas(env))
+                seen = self._configs.setdefault(key, [])
+                if len(self._configs) >= _MAX_MEMO or len(seen) >= 8:
                     self._configs.clear()
-                self._configs[snapshot] = (digest, private, callables)
+                    seen = self._configs.setdefault(key, [])
+                seen.append((dict(env.filters), dict(env.tests), digest, private, checks))
             return digest, private
+
+    def _memo_key(self, env: Environment) -> tuple[object, ...] | None:
+        """A key equal for environments whose settings other than filters and tests are
+        the same, with the same objects; None when something cannot be keyed cheaply (a
+        third-party extension, an unhashable value), and the fingerprint is computed in
+        full. Filters and tests are compared as dicts (identity of the callables)."""
+        own = _jinja_own()
+        extensions = []
+        for name, ext in sorted(env.extensions.items()):
+            known = own.get(id(type(ext)))
+            if known is None or known[0] is not type(ext) or not vars(ext).keys() <= _EXT_OWN:
+                return None
+            extensions.append((name, type(ext), ext.priority))
+        extended: list[object] = []
+        for name in sorted(vars(env).keys() - _not_extended()):
+            value = getattr(env, name)
+            if type(value) in _PLAIN:
+                extended.append((name, type(value), value))
+                continue
+            # One of Jinja's methods bound to one of Jinja's objects (the i18n
+            # extension's install_gettext_translations...).
+            func = getattr(value, "__func__", None)
+            known = own.get(id(func))
+            owner = own.get(id(type(getattr(value, "__self__", None))))
+            if known is None or known[0] is not func or owner is None:
+                return None
+            extended.append((name, func))
+        try:
+            policies = marshal.dumps(env.policies, 2)
+            key = (_snapshot(env), tuple(extensions), tuple(extended), policies)
+            hash(key)
+        except (ValueError, TypeError):  # not plain data, or not hashable
+            return None
+        return key
 
     def _settings_part(self, env: Environment) -> list[str]:
         """What the snapshot compares exactly (plain values and classes)."""
@@ -428,7 +469,7 @@ class Fingerprinter:
             )
         # What extensions put on the environment with extend() (newstyle_gettext, a
         # third-party extension's options): attributes a plain Environment lacks.
-        extra = sorted(set(vars(env)) - _plain_attributes() - _RENDER_TIME)
+        extra = sorted(vars(env).keys() - _not_extended())
         parts.append(f"extended {self._digest([(n, getattr(env, n)) for n in extra])}")
         # Policies: filters folded at compile time read them (urlize.*, truncate.leeway,
         # json.*), and the i18n extension reads ext.i18n.trimmed while parsing.
@@ -476,6 +517,24 @@ class Fingerprinter:
         ]
 
 
+_Config = tuple[dict[str, Any], dict[str, Any], str, bool, tuple[tuple[object, str], ...]]
+#: What Jinja's own extensions hold: a reference to their environment, nothing else.
+_EXT_OWN = frozenset(("environment",))
+
+
+def _not_jinjas(env: Environment) -> list[object]:
+    """The callables and classes of ``env`` that are not Jinja's own: the objects whose
+    data may change in place and is described again on every new environment."""
+    own = _jinja_own()
+    candidates = [*env.filters.values(), *env.tests.values(), type(env)]
+    candidates += [env.code_generator_class, env.autoescape, env.finalize]
+    return [
+        obj
+        for obj in candidates
+        if callable(obj) and (own.get(id(obj)) is None or own[id(obj)][0] is not obj)
+    ]
+
+
 def _class_inputs(cls: type) -> tuple[str, tuple[object, ...]]:
     """A class's identity: its name and, for each class up its MRO that is neither
     Jinja's nor the standard library's, what it defines (methods by identity, other
@@ -517,8 +576,10 @@ def _member(value: object) -> object:
 
 
 @functools.lru_cache(maxsize=1)
-def _plain_attributes() -> frozenset[str]:
-    return frozenset(vars(Environment()))
+def _not_extended() -> frozenset[str]:
+    """The attributes of an environment that are not extension settings: those of a
+    plain Environment, and the sandbox's render-time operator tables."""
+    return frozenset(vars(Environment())) | _RENDER_TIME
 
 
 def _snapshot(env: Environment) -> tuple[object, ...]:
