@@ -1,6 +1,6 @@
 """Run every benchmark, one section after another: the main hit-path run of
-``tiered-bccache bench``, then scaling, threads, footprint, compression, faults and
-stampede (the last two when present).
+``tiered-bccache bench`` (without its process part), then whole processes at 50 and 500
+templates, scaling, threads, footprint, compression, faults and stampede.
 
     python -m benchmarks [--full] [--json DIR] [--only SECTION ...] [--skip SECTION ...]
 
@@ -19,13 +19,23 @@ import traceback
 
 from .common import write_json
 
-SECTIONS = ("bench", "scaling", "threads", "footprint", "compression", "faults", "stampede")
+SECTIONS = (
+    "bench",
+    "process",
+    "scaling",
+    "threads",
+    "footprint",
+    "compression",
+    "faults",
+    "stampede",
+)
 
 
 def _bench(full: bool, json_path: str | None) -> int:
     from tiered_bccache.bench import BenchConfig, run_bench
 
-    report = run_bench(BenchConfig(quick=not full))
+    # The process section below runs the whole-process benchmark at two sizes.
+    report = run_bench(BenchConfig(quick=not full, processes=False))
     print(report.format_table())
     write_json(json_path, report.as_dict())
     return 0

@@ -422,6 +422,20 @@ def test_bench_prints_the_table_and_writes_json(tmp_path: Path, memcached: Memca
     assert "\rrounds" in result.stderr
     report = json.loads(out.read_text())
     assert set(report["contenders"]) >= {"memory", "fs", "memcached"}
+    # The whole-process table, with every contender timed in every round.
+    assert "whole processes: 3 templates loaded by a new process" in result.stdout
+    wall = report["processes"]["wall_s"]
+    assert set(wall) == {
+        "python",
+        "import-ours",
+        "none",
+        "floor",
+        "jinja-fs",
+        "ours-fs",
+        "jinja-mc",
+        "ours-mc",
+    }
+    assert all(len(times) == 3 and min(times) > 0 for times in wall.values())
 
 
 @pytest.mark.parametrize(

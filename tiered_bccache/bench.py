@@ -19,6 +19,10 @@ fs         ours, filesystem-tier hit in a fresh process state (memory emptied be
 memcached  ours, memcached-tier hit, memory emptied likewise
 ========== =============================================================================
 
+Then, unless ``processes`` is off, the whole-process run of
+:mod:`tiered_bccache.procbench` on the same templates: what a new process pays, where a
+bytecode cache matters most.
+
 Machines are shared and noisy, so absolute times drift; each round loads the whole corpus
 once per contender, in a rotating order, and the ratios are computed per round and
 reported as median and spread over rounds.
@@ -48,6 +52,7 @@ from jinja2.bccache import Bucket, BytecodeCache
 
 from .cache import TieredBytecodeCache
 from .corpus import corpus_names, generate_corpus
+from .procbench import ProcessReport, run_process_bench
 from .tiers.filesystem import FileSystemTier
 from .tiers.memcached import MemcachedTier
 from .tiers.memory import MemoryTier
@@ -83,6 +88,8 @@ class BenchConfig:
     secret: bytes | None = None
     threads: int = 4
     quick: bool = False
+    #: Also run the whole-process benchmark (see :mod:`tiered_bccache.procbench`).
+    processes: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +127,7 @@ class BenchReport:
     environment: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     breakdown: dict[str, float] = field(default_factory=dict)
+    processes: ProcessReport | None = None
 
     def totals(self, contender: str) -> list[int]:
         """Time to load the whole corpus once, per round."""
@@ -178,6 +186,7 @@ class BenchReport:
             },
             "breakdown_us": self.breakdown,
             "notes": self.notes,
+            "processes": None if self.processes is None else self.processes.as_dict(),
         }
 
     def format_table(self) -> str:
@@ -211,6 +220,8 @@ class BenchReport:
             lines += ["", "where a filesystem hit's time goes (median per template):"]
             lines += [f"  {k:<44} {v:>8.1f} us" for k, v in self.breakdown.items()]
         lines += [f"note: {note}" for note in self.notes]
+        if self.processes is not None:
+            lines += ["", self.processes.format_table()]
         return "\n".join(lines)
 
     def plot(self, path: str) -> None:
@@ -505,6 +516,18 @@ def run_bench(
         report = BenchReport(config, names, samples, notes=notes)
         report.environment = _describe_machine()
         report.breakdown = _breakdown(loader_dir, names, work, secret)
+        if config.processes:
+            processes = os.path.join(work, "processes")
+            os.makedirs(processes, exist_ok=True)
+            report.processes = run_process_bench(
+                loader_dir,
+                names,
+                processes,
+                secret=secret,
+                memcached=mc_address,
+                rounds=rounds,
+                progress=progress,
+            )
         return report
 
 
