@@ -257,3 +257,17 @@ def test_threads_racing_one_half_open_breaker_get_one_probe() -> None:
 
         run_threads(8, work)
         assert sum(granted) == 1
+
+
+def test_abandoned_probe_lets_the_next_call_probe() -> None:
+    """A probe handed out and abandoned (neither success nor failure) is given back: the
+    breaker stays half-open and the next call is the probe."""
+    b, clock = opened_breaker(cooldown=5.0)
+    clock.advance(5.0)
+    assert b.allow()  # the probe
+    assert not b.allow()  # one at a time
+    b.abandon()
+    assert b.state == "half-open"
+    assert b.allow()
+    b.success()
+    assert b.state == "closed"

@@ -17,6 +17,7 @@ from jinja2 import DictLoader, Environment, FileSystemLoader
 from jinja2.bccache import Bucket
 
 from tests.conftest import SECRET, MemcachedServer
+from tests.stress.workers import lease_key
 from tests.tiers.test_base import DictTier
 from tiered_bccache import (
     ConfigurationError,
@@ -507,3 +508,359 @@ def test_breaker_probe_is_not_lost_on_an_entry_too_large_for_the_tier() -> None:
     env.cache.clear()  # type: ignore[union-attr]
     env.get_template("small")  # the probe goes to the server (and fails: refused)
     assert cache.stats().tiers[0].errors > errors_before
+
+
+# -- issue 11: never the wrong bytecode, round two ---------------------------------------
+
+
+def brand_v1(value: str) -> str:
+    return value + "-v1"
+
+
+def brand_v2(value: str) -> str:
+    return value + "-v2"
+
+
+# The optimizer folds a filter applied to a constant into the code: "b-v1" is baked in.
+BRANDED = {"first.html": "{{ 1 }}", "second.html": "{{ 'b'|brand }}"}
+
+
+def branded_env(cache: TieredBytecodeCache, brand: Any) -> Environment:
+    env = Environment(loader=DictLoader(BRANDED), bytecode_cache=cache, cache_size=0)
+    env.filters["brand"] = brand
+    return env
+
+
+def test_filter_replaced_after_first_use_never_reaches_another_worker(tmp_path: Path) -> None:
+    """Worker A replaces a folded filter after its first template and compiles another;
+    worker B, configured with the old filter from the start, renders what it would
+    without a cache (b-v1), not A's code (b-v2)."""
+    worker_a = TieredBytecodeCache([MemoryTier(), FileSystemTier(tmp_path)], secret=SECRET)
+    env_a = branded_env(worker_a, brand_v1)
+    env_a.get_template("first.html").render()
+    env_a.filters["brand"] = brand_v2  # same name, another function, after first use
+    assert env_a.get_template("second.html").render() == "b-v2"
+    worker_b = TieredBytecodeCache([MemoryTier(), FileSystemTier(tmp_path)], secret=SECRET)
+    assert branded_env(worker_b, brand_v1).get_template("second.html").render() == "b-v1"
+    assert branded_env(worker_b, brand_v2).get_template("second.html").render() == "b-v2"
+
+
+def test_filter_replaced_while_a_template_compiles_is_dumped_under_the_new_key() -> None:
+    """Code compiled after a filter was replaced goes under the fingerprint of the new
+    filter, even when the bucket was looked up before the change (Jinja's get_bucket /
+    compile / set_bucket sequence, with no lease tier to compile under)."""
+    shared = DictTier()
+    cache = TieredBytecodeCache([MemoryTier(), shared], secret=SECRET)
+    env = branded_env(cache, brand_v1)
+    source = BRANDED["second.html"]
+    bucket = cache.get_bucket(env, "second.html", None, source)
+    assert bucket.code is None
+    env.filters["brand"] = brand_v2
+    bucket.code = env.compile(source, "second.html")
+    cache.set_bucket(bucket)
+    fresh = TieredBytecodeCache([MemoryTier(), shared], secret=SECRET)
+    assert branded_env(fresh, brand_v1).get_template("second.html").render() == "b-v1"
+    assert fresh.stats().compiles == 1  # nothing was stored under the v1 key
+    assert branded_env(fresh, brand_v2).get_template("second.html").render() == "b-v2"
+    assert fresh.stats().compiles == 1  # the v2 code was, under the v2 key
+
+
+class Opaque:
+    """A finalize whose state has no pickle form: the fingerprint cannot describe it."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+
+    def __call__(self, value: object) -> object:
+        return value
+
+
+def test_undescribable_environment_keeps_its_entries_in_memory(
+    tmp_path: Path, memcached: MemcachedServer, mc_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An environment holding a value that cannot be described writes nothing to the
+    shared tiers (no entries, no lease lock files) across restarts, and still hits its
+    memory tier."""
+    for _ in range(4):  # four restarts
+        fs = FileSystemTier(tmp_path)
+        cache = TieredBytecodeCache(
+            [MemoryTier(), fs, MemcachedTier(memcached.address, prefix=mc_prefix)], secret=SECRET
+        )
+        finalize = Opaque()
+        assert render(cache, finalize=finalize) == EXPECTED
+        assert render(cache, finalize=finalize) == EXPECTED
+        stats = cache.stats()
+        assert stats.hits == 3 and stats.misses == 3  # the memory tier served the second
+        assert [t.writes for t in stats.tiers] == [3, 0, 0]
+        assert fs_entries(fs) == 0
+        assert not (tmp_path / ".locks").exists() or not os.listdir(tmp_path / ".locks")
+    assert "cannot describe" in caplog.text
+
+
+def test_compile_that_raises_releases_its_lease_at_once(tmp_path: Path) -> None:
+    """A template that does not compile releases its compile lease when the compile
+    raises, with the garbage collector off and no further lookup: another process takes
+    the lease without waiting."""
+    import gc
+
+    cache = TieredBytecodeCache([MemoryTier(), FileSystemTier(tmp_path)], secret=SECRET)
+    env = Environment(loader=DictLoader({"bad.html": "{% if %}"}), bytecode_cache=cache)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with pytest.raises(Exception, match="Expected an expression"):
+            env.get_template("bad.html")
+        key = lease_key(env, "bad.html")
+        lock_path = FileSystemTier(tmp_path).lease(key).lock_file
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from filelock import FileLock, Timeout\n"
+                "try:\n    FileLock(sys.argv[1]).acquire(timeout=0)\n"
+                "except Timeout:\n    sys.exit(3)",
+                lock_path,
+            ],
+            timeout=60,
+        )
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert probe.returncode == 0, "the lease of the failed compile is still held"
+
+
+def test_misses_never_decrease_when_the_second_look_under_the_lease_hits(
+    tmp_path: Path,
+) -> None:
+    """A lookup that misses, takes the lease and then finds the entry another process
+    wrote is counted once, as a hit: no counter ever goes down."""
+    writer = TieredBytecodeCache([FileSystemTier(tmp_path)], secret=SECRET)
+    reader = TieredBytecodeCache([MemoryTier(), FileSystemTier(tmp_path)], secret=SECRET)
+    env = Environment(loader=DictLoader(TEMPLATES), bytecode_cache=reader, cache_size=0)
+    source = TEMPLATES["base.html"]
+    key = reader.get_bucket(env, "base.html", None, source).key  # a miss, compiled
+    assert reader.stats().misses == 1
+    FileSystemTier(tmp_path).delete(key)
+    reader.tiers[0].clear()
+    # Another compiler holds the lease, writes the entry, and releases the lease while
+    # this one waits for it.
+    other = Environment(loader=DictLoader(TEMPLATES), bytecode_cache=writer)
+    lock = FileSystemTier(tmp_path).lease(key)
+    lock.acquire(timeout=5)
+    import threading
+
+    during: list[Any] = []
+
+    def write_then_release() -> None:
+        writer.put(other, "base.html", None, source, other.compile(source, "base.html"))
+        during.append(reader.stats())  # what a scrape sees while the reader waits
+        lock.release()
+
+    threading.Timer(0.2, write_then_release).start()
+    before = reader.stats()
+    bucket = reader.get_bucket(env, "base.html", None, source)
+    after = reader.stats()
+    assert bucket.code is not None
+    assert after.lease_waits == before.lease_waits + 1
+    assert after.misses == before.misses and after.hits == before.hits + 1
+    assert after.compiles == before.compiles
+    # Monotonic: nothing a scrape saw during the wait is taken back afterwards.
+    assert during[0].misses <= after.misses and during[0].lookups <= after.lookups
+
+
+def test_stopping_a_trace_while_another_thread_looks_up_is_not_an_error(
+    tmp_path: Path,
+) -> None:
+    """Tracing started and stopped over and over while threads render never makes a
+    render fail (a lookup may find the trace closed between its check and its write)."""
+    import threading
+
+    cache = TieredBytecodeCache([MemoryTier()])
+    env = Environment(loader=DictLoader(TEMPLATES), bytecode_cache=cache, cache_size=0)
+    env.get_template("page.html")
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def renders() -> None:
+        deadline = time.monotonic() + 10
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                env.get_template("page.html")
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=renders) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(200):
+            cache.start_trace(tmp_path / f"trace-{i % 2}.txt")
+            cache.stop_trace()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert errors == []
+
+
+def test_pickle_carries_the_secret_variable_name_not_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache whose key came from an environment variable pickles with the variable's
+    name; the copy reads the variable again and verifies the original's entries."""
+    key = b"a key from the environment, 32b"
+    monkeypatch.setenv("APP_JINJA_KEY", key.decode())
+    cache = TieredBytecodeCache([FileSystemTier(tmp_path)], secret_env="APP_JINJA_KEY")
+    render(cache)
+    data = pickle.dumps(cache)
+    assert key not in data and b"APP_JINJA_KEY" in data
+    copy = pickle.loads(data)
+    assert render(copy) == EXPECTED
+    assert copy.stats().hits == 3 and copy.stats().misses == 0
+
+
+def test_secret_env_must_name_a_variable() -> None:
+    """An empty secret_env is refused at construction, naming the argument."""
+    with pytest.raises(ConfigurationError, match="secret_env"):
+        TieredBytecodeCache([MemoryTier()], secret_env="")
+
+
+def test_refresh_leaves_nothing_behind_per_call() -> None:
+    """Refreshing an environment a thousand times keeps one state and one weak reference
+    to it (a finalizer per refresh used to pile up for the environment's lifetime)."""
+    import weakref
+
+    cache = TieredBytecodeCache([MemoryTier()])
+    env = Environment(loader=DictLoader(TEMPLATES), bytecode_cache=cache, cache_size=0)
+    for _ in range(1000):
+        env.get_template("base.html")
+        cache.refresh(env)
+    env.get_template("base.html")
+    assert weakref.getweakrefcount(env) <= 2
+    assert len(cache._states) == 1
+    del env
+    import gc
+
+    gc.collect()
+    assert cache._states == {}
+
+
+def test_memory_tier_weighs_a_promoted_compressed_entry_by_its_marshalled_size(
+    memcached: MemcachedServer, mc_prefix: str
+) -> None:
+    """An entry promoted from a compressing memcached tier weighs what it weighs when
+    compiled here (its marshalled code), not its compressed bytes."""
+    import marshal
+
+    here = MemoryTier(max_bytes=10**8)
+    render(TieredBytecodeCache([here], secret=SECRET))
+    compiled_weight = here.currsize
+    mc = MemcachedTier(memcached.address, prefix=mc_prefix, compress=True)
+    render(TieredBytecodeCache([mc], secret=SECRET))
+    memory = MemoryTier(max_bytes=10**8)
+    promoted = TieredBytecodeCache([memory, mc], secret=SECRET)
+    render(promoted)
+    assert promoted.stats().tiers[0].promotions == 3
+    assert memory.currsize == compiled_weight
+    env = Environment(loader=DictLoader(TEMPLATES))
+    expected = sum(
+        len(marshal.dumps(env.compile(source, name))) for name, source in TEMPLATES.items()
+    )
+    assert memory.currsize == expected
+
+
+class PlantedFileTier(DictTier):
+    """A tier that finds something under every key that is not an entry (as a symlink
+    planted in a directory is), and says so with EntryError."""
+
+    name = "planted"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events = {"planted_seen": 0}
+
+    def get(self, key: str) -> bytes | None:
+        from tiered_bccache import EntryError
+
+        self.events["planted_seen"] += 1
+        raise EntryError("format", "a FIFO, not an entry file")
+
+
+def test_entry_error_from_a_tier_is_a_rejected_entry_not_a_tier_error() -> None:
+    """A tier's get raising EntryError counts as a rejected entry and a miss, in strict
+    mode too, and the tier's own events appear in stats()."""
+    tier = PlantedFileTier()
+    cache = TieredBytecodeCache([tier], secret=SECRET, strict=True)
+    assert render(cache) == EXPECTED
+    stats = cache.stats().tiers[0]
+    assert stats.rejected_format == 3 and stats.errors == 0 and stats.misses == 3
+    assert stats.events == {"planted_seen": 3}
+
+
+def test_breaker_open_warning_is_rate_limited_like_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A remote tier whose breaker opens, closes and opens again and again logs the
+    opening once per interval, as every other tier message."""
+
+    class FlappingRemote(DictTier):
+        name = "flapping"
+        remote = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.broken = False
+
+        def get(self, key: str) -> bytes | None:
+            if self.broken:
+                raise TimeoutError("timed out")
+            return super().get(key)
+
+    tier = FlappingRemote()
+    cache = TieredBytecodeCache([tier], secret=SECRET, breaker_cooldown=0.001)
+    for i in range(10):
+        tier.broken = i % 2 == 0  # open on a timeout, then close on a probe that works
+        time.sleep(0.005)  # past the cool-down
+        render(cache)
+    assert cache.stats().tiers[0].errors >= 5
+    assert caplog.text.count("is failing") == 1
+
+
+def test_probe_interrupted_by_a_base_exception_is_handed_back() -> None:
+    """A BaseException (gevent's Timeout, KeyboardInterrupt) raised inside the single
+    probe of a half-open breaker reaches the caller, and the next call probes again
+    instead of the tier being skipped for good."""
+
+    class Interrupted(BaseException):
+        """Stands for gevent.Timeout, which is a BaseException."""
+
+    class Remote(DictTier):
+        name = "remote"
+        remote = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.mode = "ok"
+
+        def get(self, key: str) -> bytes | None:
+            if self.mode == "fail":
+                raise TimeoutError("timed out")
+            if self.mode == "interrupt":
+                raise Interrupted
+            return super().get(key)
+
+    tier = Remote()
+    cache = TieredBytecodeCache([tier], secret=SECRET, breaker_cooldown=0.01)
+    tier.mode = "fail"
+    render(cache)
+    assert cache.stats().tiers[0].breaker == "open"
+    time.sleep(0.02)
+    tier.mode = "interrupt"
+    with pytest.raises(Interrupted):
+        render(cache)
+    tier.mode = "ok"
+    assert render(cache) == EXPECTED
+    assert cache.stats().tiers[0].breaker == "closed"
