@@ -32,10 +32,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
 from tiered_bccache import FileSystemTier, MemoryTier, Tier, TieredBytecodeCache
 from tiered_bccache.fingerprint import (
+    Fingerprinter,
     autoescape_flag,
     callable_identity,
     environment_fingerprint,
-    environment_shape,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -335,26 +335,26 @@ def test_filter_replaced_by_another_function_changes_the_fingerprint() -> None:
     assert fp(with_filter("double", double)) == fp(with_filter("double", double))
 
 
-def test_environment_shape_changes_when_a_filter_is_added() -> None:
-    """Adding a filter after first use is seen by the cheap per-lookup check."""
-    env = Environment()
-    before = environment_shape(env)
-    env.filters["double"] = double
-    assert environment_shape(env) != before
-
-
-def test_environment_shape_changes_when_autoescape_changes() -> None:
-    """Switching autoescape after first use is seen by the cheap per-lookup check."""
-    env = Environment()
-    before = environment_shape(env)
-    env.autoescape = True
-    assert environment_shape(env) != before
-
-
-def test_environment_shape_is_stable_for_an_unchanged_environment() -> None:
-    """An environment nobody touched has the same shape on every lookup."""
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda env: env.filters.__setitem__("double", double),
+        lambda env: env.tests.__setitem__("double", double),
+        lambda env: setattr(env, "autoescape", False),
+        lambda env: setattr(env, "finalize", whisper),
+        lambda env: env.add_extension("jinja2.ext.do"),
+    ],
+    ids=["filter added", "test added", "autoescape", "finalize", "extension added"],
+)
+def test_a_live_environment_changed_after_first_use_gets_a_new_key(
+    change: Callable[[Environment], None],
+) -> None:
+    """The settings users change after first use are noticed on the next lookup."""
+    cache = TieredBytecodeCache([MemoryTier()])
     env = Environment(autoescape=True, finalize=shout)
-    assert environment_shape(env) == environment_shape(env)
+    before = cache.fingerprint(env)
+    change(env)
+    assert cache.fingerprint(env) != before
 
 
 def test_autoescape_flag_follows_the_template_name() -> None:
@@ -376,9 +376,14 @@ def test_callable_identity_differs_for_lambdas_with_different_bodies() -> None:
     assert callable_identity(first) != callable_identity(second)
 
 
-def test_callable_identity_is_equal_for_the_same_function() -> None:
-    """Identity is a pure function of the callable: asking twice gives the same name."""
-    assert callable_identity(shout) == callable_identity(shout)
+def test_callable_identity_is_equal_for_equal_functions_at_other_addresses() -> None:
+    """Identity depends on what a function is, not where it lives: two function objects
+    made from the same source are alike, and another body is not."""
+    source = "lambda value: str(value).upper() + '!'"
+    first, second = eval(source), eval(source)  # noqa: S307 - a test's own literal
+    assert first is not second
+    assert callable_identity(first) == callable_identity(second)
+    assert callable_identity(first) != callable_identity(eval(source.replace("!", "?")))  # noqa: S307
     assert callable_identity(shout).startswith(f"{__name__}.shout#")
 
 
@@ -484,7 +489,9 @@ def test_module_globals_a_folded_filter_reads_are_part_of_its_identity(
 
 
 def test_unpicklable_state_fails_closed() -> None:
-    """A finalize whose state cannot be described never shares a key, even with itself."""
+    """A finalize whose state cannot be described makes the fingerprint private: a token
+    of one fingerprinter (one cache in one process), stable there so the memory tier
+    still hits, and never equal to another's."""
     import threading
 
     class Locked:
@@ -495,4 +502,152 @@ def test_unpicklable_state_fails_closed() -> None:
             return value
 
     finalize = Locked()
-    assert fp(Environment(finalize=finalize)) != fp(Environment(finalize=finalize))
+    here = Fingerprinter()
+    digest, private = here.fingerprint(Environment(finalize=finalize))
+    assert private
+    assert here.fingerprint(Environment(finalize=finalize)) == (digest, True)
+    assert Fingerprinter().fingerprint(Environment(finalize=finalize))[0] != digest
+    assert not here.fingerprint(Environment())[1]
+
+
+# -- what is named, and what is hashed ------------------------------------------------
+
+
+def test_jinja_own_callables_are_named_with_the_jinja_version() -> None:
+    """Jinja's own filters, tests, extensions and code generator are named with Jinja's
+    version (their code ships with it) rather than hashed."""
+    import jinja2
+    from jinja2.ext import InternationalizationExtension
+
+    version = jinja2.__version__
+    assert callable_identity(do_title) == f"jinja2:filter.title@{version}"
+    assert callable_identity(jinja_tests.test_odd) == f"jinja2:test.odd@{version}"
+    assert callable_identity(CodeGenerator) == f"jinja2:jinja2.compiler.CodeGenerator@{version}"
+    assert callable_identity(InternationalizationExtension).endswith(f"@{version}")
+
+
+EXTENSION_V1 = """
+from jinja2 import nodes
+from jinja2.ext import Extension
+
+class Stamp(Extension):
+    tags = {"stamp"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        return nodes.Output([nodes.TemplateData(%r)], lineno=lineno)
+"""
+
+
+def stamp_extension(text: str) -> type:
+    """An extension class ``stamp_ext.Stamp`` whose ``{% stamp %}`` writes ``text``: two
+    versions share their module and qualified name, as in a rolling deploy."""
+    namespace: dict[str, Any] = {"__name__": "stamp_ext"}
+    exec(EXTENSION_V1 % text, namespace)  # noqa: S102 - a test fixture's own source
+    cls: type = namespace["Stamp"]
+    return cls
+
+
+def test_two_versions_of_an_extension_with_one_name_have_different_fingerprints() -> None:
+    """Extensions are keyed by their code, not by name: two versions emitting different
+    code never share entries."""
+    v1, v2 = stamp_extension("one"), stamp_extension("two")
+    assert f"{v1.__module__}.{v1.__qualname__}" == f"{v2.__module__}.{v2.__qualname__}"
+    assert Environment(extensions=[v1]).from_string("{% stamp %}").render() == "one"
+    assert fp(Environment(extensions=[v1])) != fp(Environment(extensions=[v2]))
+    assert fp(Environment(extensions=[v1])) == fp(Environment(extensions=[stamp_extension("one")]))
+
+
+def test_options_an_extension_puts_on_the_environment_change_the_fingerprint() -> None:
+    """What an extension sets with environment.extend() is part of the key."""
+    v1 = stamp_extension("one")
+    first, second = Environment(extensions=[v1]), Environment(extensions=[v1])
+    first.extend(stamp_style="plain")
+    second.extend(stamp_style="fancy")
+    assert fp(first) != fp(second)
+
+
+def test_code_generators_with_one_name_and_other_code_have_different_fingerprints() -> None:
+    """A code generator subclass is keyed by what it overrides, not by its name."""
+
+    def generator(suffix: str) -> type:
+        def visit_Output(self: Any, node: Any, frame: Any) -> None:  # noqa: N802
+            CodeGenerator.visit_Output(self, node, frame)
+            self.writeline(f"# {suffix}")
+
+        return type("Quiet", (CodeGenerator,), {"visit_Output": visit_Output})
+
+    def env(suffix: str) -> Environment:
+        cls = type("Env", (Environment,), {"code_generator_class": generator(suffix)})
+        return cls()  # type: ignore[no-any-return]
+
+    assert fp(env("a")) != fp(env("b"))
+    assert fp(env("a")) == fp(env("a"))
+
+
+# -- one cache, many environments: what changes in place is still seen -----------------
+
+
+def counter_filter() -> tuple[Callable[[str], str], Callable[[str], None]]:
+    """A folded filter closing over a cell, and a way to rebind the cell."""
+    suffix = "v1"
+
+    def brand(value: str) -> str:
+        return value + suffix
+
+    def rebind(value: str) -> None:
+        nonlocal suffix
+        suffix = value
+
+    return brand, rebind
+
+
+def test_new_environments_see_a_closure_cell_rebound() -> None:
+    """A cache fingerprinting new environments with the same filter object notices the
+    value its closure holds change (the memo re-describes the application's callables)."""
+    cache = TieredBytecodeCache([MemoryTier()])
+    brand, rebind = counter_filter()
+    before = cache.fingerprint(with_filter("brand", brand))
+    assert cache.fingerprint(with_filter("brand", brand)) == before
+    rebind("v2")
+    assert cache.fingerprint(with_filter("brand", brand)) != before
+
+
+def test_new_environments_see_a_module_constant_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache fingerprinting new environments notices a module constant a folded filter
+    reads change."""
+    cache = TieredBytecodeCache([MemoryTier()])
+    before = cache.fingerprint(with_filter("price", price))
+    assert cache.fingerprint(with_filter("price", price)) == before
+    monkeypatch.setitem(globals(), "CURRENCY", "USD")
+    assert cache.fingerprint(with_filter("price", price)) != before
+
+
+def test_new_environments_see_a_policy_change() -> None:
+    """A policy value differing between two environments gives them different keys, in
+    one cache, whatever was remembered."""
+    cache = TieredBytecodeCache([MemoryTier()])
+    before = cache.fingerprint(with_policy("truncate.leeway", 5))
+    assert cache.fingerprint(with_policy("truncate.leeway", 5)) == before
+    assert cache.fingerprint(with_policy("truncate.leeway", 0)) != before
+    kwargs = with_policy("json.dumps_kwargs", {"sort_keys": True})
+    changed = with_policy("json.dumps_kwargs", {"sort_keys": True})
+    changed.policies["json.dumps_kwargs"]["indent"] = 2  # mutated in place
+    assert cache.fingerprint(kwargs) != cache.fingerprint(changed)
+
+
+def test_new_environments_see_a_filter_replaced_under_its_name() -> None:
+    """Another function under a known filter name gives another key in one cache."""
+    cache = TieredBytecodeCache([MemoryTier()])
+    assert cache.fingerprint(with_filter("x", double)) != cache.fingerprint(with_filter("x", twice))
+
+
+def test_a_live_environment_sees_its_filter_replaced() -> None:
+    """Replacing a filter of an environment in use (same name, same count) changes the
+    key its next lookup uses."""
+    cache = TieredBytecodeCache([MemoryTier()])
+    env = Environment(loader=DictLoader({"t": "{{ 2|x }}"}), bytecode_cache=cache)
+    env.filters["x"] = double
+    before = cache.fingerprint(env)
+    env.filters["x"] = twice
+    assert cache.fingerprint(env) != before

@@ -42,7 +42,6 @@ __all__ = [
     "autoescape_flag",
     "callable_identity",
     "environment_fingerprint",
-    "environment_shape",
 ]
 
 _LEXER_SETTINGS = (
@@ -618,22 +617,6 @@ def callable_identity(obj: object) -> str:
 def environment_fingerprint(env: Environment) -> str:
     """The digest :meth:`Fingerprinter.fingerprint` gives, computed afresh."""
     return Fingerprinter().fingerprint(env)[0]
-
-
-def environment_shape(env: Environment) -> tuple[object, ...]:
-    """A cheap token that changes when the settings users most often change after first
-    use do (a filter or test added, autoescape or finalize replaced). Compared on every
-    lookup, so it reads attributes only; a replaced filter or test is caught before
-    anything leaves the process (see ``TieredBytecodeCache``), other late changes need
-    ``cache.refresh(env)``."""
-    return (
-        len(env.filters),
-        len(env.tests),
-        len(env.extensions),
-        env.autoescape,
-        env.finalize,
-        env.is_async,
-    )
 
 
 def autoescape_flag(env: Environment, name: str | None) -> str:
