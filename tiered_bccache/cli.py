@@ -24,7 +24,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TextIO
 
 from jinja2 import Environment, FileSystemLoader
 
@@ -1209,9 +1209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(args.debug)
-    # The library's warnings (a tier failing, an entry rejected) go to stderr, through a
-    # handler of our own that main removes again: a caller's logging stays as it was.
-    handler = logging.StreamHandler(sys.stderr)
+    # The library's warnings (a tier failing, an entry rejected) go to stderr through a
+    # handler of our own that main removes again, so a caller's logging stays as it was.
+    # Without --debug they are held until the command ends: printed after a success,
+    # dropped after a failure, whose one line says what went wrong.
+    handler: logging.Handler = logging.StreamHandler(sys.stderr) if debug else _HeldWarnings()
     handler.setFormatter(
         logging.Formatter("%(name)s: %(levelname)s: %(message)s" if debug else "%(message)s")
     )
@@ -1220,7 +1222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.setLevel(logging.DEBUG if debug else logging.WARNING)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        status = run(args)
+        if isinstance(handler, _HeldWarnings) and status == 0:
+            handler.flush_to(sys.stderr)
+        return status
     except KeyboardInterrupt:
         if debug:
             raise
@@ -1241,6 +1246,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        if not logger.handlers:
+            # What the library logs after the command ended (a connection closed at
+            # exit) is not news; without a handler Python would print it on stderr.
+            logger.addHandler(logging.NullHandler())
+
+
+class _HeldWarnings(logging.Handler):
+    """Keeps the library's messages until the command has ended."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def flush_to(self, stream: TextIO) -> None:
+        for line in self.lines:
+            print(line, file=stream)
+        self.lines.clear()
 
 
 def _classify(exc: Exception) -> tuple[int, str]:
