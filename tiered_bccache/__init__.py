@@ -16,6 +16,7 @@ from .stats import CacheStats, TierStats
 from .tiers import ByteTier, Tier
 
 if TYPE_CHECKING:
+    from .strings import cache_from_string, uncache_from_string
     from .tiers import FileSystemTier, MemcachedTier, MemoryTier
 
 __version__ = "0.1.0"
@@ -35,7 +36,12 @@ __all__ = (
     "TieredBytecodeCache",
     "TieredCacheError",
     "__version__",
+    "cache_from_string",
+    "uncache_from_string",
 )
+
+#: Names imported when first asked for, and where they live.
+_LAZY = {"cache_from_string": ".strings", "uncache_from_string": ".strings"}
 
 
 def __getattr__(name: str) -> Any:
@@ -45,9 +51,14 @@ def __getattr__(name: str) -> Any:
 
     if name in tiers._MODULES:
         value = getattr(tiers, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    elif name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

@@ -8,11 +8,11 @@ import os
 import time
 import types
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from hashlib import sha1
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment
+from jinja2 import Environment, Template, nodes
 from jinja2.bccache import Bucket, BytecodeCache
 
 from .breaker import CircuitBreaker
@@ -33,8 +33,10 @@ if TYPE_CHECKING:
 __all__ = ["TieredBytecodeCache"]
 
 
-#: Beyond this many (name, filename) pairs per environment the key memo starts over.
+#: Beyond this many (fingerprint, name, filename) keys the key memo starts over.
 _MAX_MEMO = 65536
+#: Beyond this many strings seen but not yet stored, the count of sightings starts over.
+_MAX_SIGHTINGS = 16384
 
 
 class _Bucket(Bucket):
@@ -164,6 +166,8 @@ class TieredBytecodeCache(BytecodeCache):
             tier's circuit breaker, and seconds before it is probed again.
         secret_env: the environment variable ``secret`` is read from when it is not
             given (``TIERED_BCCACHE_SECRET``).
+        string_admission: how many times this process must compile a template string
+            (see :meth:`from_string`) before it is stored; 1 stores every string.
         trace: a file to record an access trace to (for ``tiered-bccache tune``).
 
     Pickling: a copy is the configuration (tiers with empty memory and fresh
@@ -204,6 +208,7 @@ class TieredBytecodeCache(BytecodeCache):
         breaker_threshold: int = 2,
         breaker_cooldown: float = 2.0,
         secret_env: str = ENV_VAR,
+        string_admission: int = 2,
         trace: str | os.PathLike[str] | None = None,
     ) -> None:
         from .tiers.filesystem import FileSystemTier  # host key files, shared directories
@@ -219,7 +224,14 @@ class TieredBytecodeCache(BytecodeCache):
             "breaker_threshold": breaker_threshold,
             "breaker_cooldown": breaker_cooldown,
             "secret_env": secret_env,
+            "string_admission": string_admission,
         }
+        admission = positive_int_or_none("string_admission", string_admission)
+        if admission is None:
+            raise ConfigurationError("string_admission must be a positive integer, got None")
+        self._string_admission = admission
+        #: sha1 of a string -> times compiled here without being stored (bounded).
+        self._sightings: dict[str, int] = {}
         self.strict = bool(strict)
         self.lease_timeout = positive_number("lease_timeout", lease_timeout, allow_zero=True)
         threshold = positive_int_or_none("breaker_threshold", breaker_threshold)
@@ -355,10 +367,82 @@ class TieredBytecodeCache(BytecodeCache):
         if size is None:
             self.misses += 1
         else:
+            self.hits += 1
             trace = self._trace
             if trace is not None:
                 _record(trace, key, size)
         return bucket
+
+    def from_string(
+        self,
+        environment: Environment,
+        source: str | nodes.Template,
+        globals: MutableMapping[str, Any] | None = None,
+        template_class: type[Template] | None = None,
+    ) -> Template:
+        """What ``environment.from_string(source, globals, template_class)`` returns, with
+        the code from the tiers when it is there: Jinja never gives a string to a bytecode
+        cache, so applications that template strings in fresh environments (Ansible,
+        dbt, Salt) otherwise compile every string every time.
+
+        Keyed by the environment's fingerprint and a digest of the source (there is no
+        name). A string that does not compile raises Jinja's ``TemplateSyntaxError``, as
+        ``from_string`` does, and nothing is cached. One-off strings do not fill the
+        shared tiers: a string is stored after it has been seen ``string_admission``
+        times in this process (2 by default), unless a tier already holds it. A parsed
+        ``nodes.Template`` is compiled as Jinja does, uncached.
+        """
+        if not isinstance(source, str):
+            cls = template_class or environment.template_class
+            code = environment.compile(source)
+            return cls.from_code(environment, code, environment.make_globals(globals), None)
+        code = self._string_code(environment, source)
+        cls = template_class or environment.template_class
+        return cls.from_code(environment, code, environment.make_globals(globals), None)
+
+    def _string_code(self, environment: Environment, source: str) -> types.CodeType:
+        state = self._states.get(id(environment))
+        if state is None or not state.matches(environment):
+            state = self._state(environment)
+        digest = sha1(source.encode("utf-8")).hexdigest()
+        key = f"{state.fingerprint}{autoescape_flag(environment, None)}-s{digest}"
+        self.string_lookups += 1
+        first = self._slots[0]
+        if first.objects:
+            entry = first.tier.get(key)
+            if entry is not None and entry[0] == source:
+                first.counters.hits += 1
+                self.string_hits += 1
+                trace = self._trace
+                if trace is not None:
+                    _record(trace, key, entry[3])
+                return entry[2]  # type: ignore[no-any-return]
+        bucket = _Bucket(environment, key, source, state.slots)
+        bucket.checksum = digest
+        size = self._load(bucket, source)
+        if size is not None and bucket.code is not None:
+            self.string_hits += 1
+            trace = self._trace
+            if trace is not None:
+                _record(trace, key, size)
+            return bucket.code
+        self.string_misses += 1
+        code = environment.compile(source)  # raises as from_string does; nothing cached
+        sightings = self._sightings.get(digest, 0) + 1
+        if sightings < self._string_admission:
+            if len(self._sightings) >= _MAX_SIGHTINGS:
+                self._sightings.clear()
+            self._sightings[digest] = sightings
+            self.strings_not_admitted += 1
+            return code
+        self._sightings.pop(digest, None)
+        raw = marshal.dumps(code)
+        self.string_compiles += 1
+        self._store(state.slots, key, source, digest, code, raw, None, promotion=False)
+        trace = self._trace
+        if trace is not None:
+            _record(trace, key, len(raw))
+        return code
 
     def put(
         self,
@@ -386,7 +470,8 @@ class TieredBytecodeCache(BytecodeCache):
         keyed by its identity, since the template name is not known."""
         if not isinstance(bucket, _Bucket):
             self._adopt(bucket)
-        self._load(bucket, getattr(bucket, "source", None))
+        if self._load(bucket, getattr(bucket, "source", None)) is not None:
+            self.hits += 1
 
     def dump_bytecode(self, bucket: Bucket) -> None:
         """Write ``bucket.code`` to every tier (to memory tiers only for an environment
@@ -506,7 +591,6 @@ class TieredBytecodeCache(BytecodeCache):
                     counters.misses += 0 if again else 1
                     continue
             counters.hits += 1
-            self.hits += 1
             bucket.code = code
             if index:
                 # Promote: a memory tier weighs the entry by its marshalled size
@@ -689,6 +773,11 @@ class TieredBytecodeCache(BytecodeCache):
         self.misses = 0
         self.compiles = 0
         self.lease_waits = 0
+        self.string_lookups = 0
+        self.string_hits = 0
+        self.string_misses = 0
+        self.string_compiles = 0
+        self.strings_not_admitted = 0
 
     def stats(self) -> CacheStats:
         """A snapshot of the counters of every tier and of the whole cache."""
@@ -707,6 +796,11 @@ class TieredBytecodeCache(BytecodeCache):
             misses=self.misses,
             compiles=self.compiles,
             lease_waits=self.lease_waits,
+            string_lookups=self.string_lookups,
+            string_hits=self.string_hits,
+            string_misses=self.string_misses,
+            string_compiles=self.string_compiles,
+            strings_not_admitted=self.strings_not_admitted,
         )
 
     def reset_stats(self) -> None:

@@ -448,7 +448,7 @@ class Fingerprinter:
         """What depends on objects whose data may change in place: described again on
         every new environment (cheap for Jinja's own, which are named)."""
         parts = [
-            f"class {self.identity(type(env))}",
+            f"class {self.identity(_env_class(env))}",
             f"codegen {self.identity(env.code_generator_class)}",
         ]
         if callable(env.autoescape):
@@ -525,7 +525,7 @@ def _not_jinjas(env: Environment) -> list[object]:
     """The callables and classes of ``env`` that are not Jinja's own: the objects whose
     data may change in place and is described again on every new environment."""
     own = _jinja_own()
-    candidates = [*env.filters.values(), *env.tests.values(), type(env)]
+    candidates = [*env.filters.values(), *env.tests.values(), _env_class(env)]
     candidates += [env.code_generator_class, env.autoescape, env.finalize]
     return [
         obj
@@ -586,7 +586,7 @@ def _snapshot(env: Environment) -> tuple[object, ...]:
     callable and extension: equal snapshots mean equal settings parts, and the same
     callables (whose data :meth:`Fingerprinter._callables_part` re-checks)."""
     return (
-        type(env),
+        _env_class(env),
         env.code_generator_class,
         env.is_async,
         env.optimized,
@@ -596,6 +596,14 @@ def _snapshot(env: Environment) -> tuple[object, ...]:
         env.autoescape,
         env.finalize,
     )
+
+
+def _env_class(env: Environment) -> type:
+    """The environment's class, seen through the subclass ``cache_from_string`` gives
+    it (which overrides ``from_string`` only and changes no generated code)."""
+    cls = type(env)
+    base: type | None = getattr(cls, "_tiered_bccache_base", None)
+    return base if base is not None else cls
 
 
 def _hash(canonical: object) -> str:

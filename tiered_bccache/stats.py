@@ -136,7 +136,10 @@ class CacheStats(NamedTuple):
     """A snapshot of the whole cache: ``tiers`` in lookup order, plus totals.
 
     ``hits`` are lookups some tier answered, ``misses`` lookups that went to the
-    compiler, ``compiles`` code written back after one.
+    compiler, ``compiles`` code written back after one: of named templates (Jinja's
+    loaders). The ``string_*`` counters are the same for template strings
+    (``from_string``), and ``strings_not_admitted`` counts strings compiled but not
+    stored, seen fewer times than the admission threshold. Tier counters hold both.
     """
 
     tiers: tuple[TierStats, ...]
@@ -145,6 +148,11 @@ class CacheStats(NamedTuple):
     misses: int
     compiles: int
     lease_waits: int
+    string_lookups: int = 0
+    string_hits: int = 0
+    string_misses: int = 0
+    string_compiles: int = 0
+    strings_not_admitted: int = 0
 
     @property
     def hit_ratio(self) -> float:
@@ -159,6 +167,11 @@ class CacheStats(NamedTuple):
             "compiles": self.compiles,
             "lease_waits": self.lease_waits,
             "hit_ratio": self.hit_ratio,
+            "string_lookups": self.string_lookups,
+            "string_hits": self.string_hits,
+            "string_misses": self.string_misses,
+            "string_compiles": self.string_compiles,
+            "strings_not_admitted": self.strings_not_admitted,
         }
         out["tiers"] = [{**t._asdict(), "events": dict(t.events)} for t in self.tiers]
         return out

@@ -1,0 +1,87 @@
+"""Templates from strings through the bytecode cache, for code that calls
+``environment.from_string`` itself (Flask's ``render_template_string``, Ansible-, dbt- and
+Salt-style code building an Environment per task).
+
+Jinja never hands a string to a bytecode cache; :func:`cache_from_string` makes an
+environment's ``from_string`` go through :meth:`TieredBytecodeCache.from_string
+<tiered_bccache.TieredBytecodeCache.from_string>`. It does so by giving the environment a
+subclass of its own class that overrides ``from_string`` and nothing else, so that
+overlays (which copy the class), sandboxed and async environments keep working, and so
+that the change is undone by restoring the class.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from jinja2 import Environment, Template, nodes
+
+from .errors import ConfigurationError
+
+__all__ = ["cache_from_string", "uncache_from_string"]
+
+#: Set on the subclasses made here: the class they stand in for.
+_BASE = "_tiered_bccache_base"
+
+
+def cache_from_string(environment: Environment) -> Callable[[], None]:
+    """Make ``environment.from_string`` (and so Flask's ``render_template_string``)
+    go through its bytecode cache, a :class:`~tiered_bccache.TieredBytecodeCache`.
+    Returns a function that undoes it (as :func:`uncache_from_string` does); calling it
+    twice is harmless, and so is caching an environment twice.
+
+    Raises :class:`~tiered_bccache.ConfigurationError` when the environment's
+    ``bytecode_cache`` is not a ``TieredBytecodeCache``.
+
+    Example::
+
+        env = SandboxedEnvironment(bytecode_cache=cache)
+        cache_from_string(env)
+        env.from_string("{{ x }}").render(x=1)   # compiled once per cache, then loaded
+    """
+    from .cache import TieredBytecodeCache
+
+    if not isinstance(environment, Environment):
+        raise ConfigurationError(
+            f"environment must be a jinja2.Environment, got {type(environment).__name__}"
+        )
+    if not isinstance(environment.bytecode_cache, TieredBytecodeCache):
+        raise ConfigurationError(
+            "environment.bytecode_cache must be a TieredBytecodeCache to cache strings, "
+            f"got {type(environment.bytecode_cache).__name__}"
+        )
+    cls = type(environment)
+    if getattr(cls, _BASE, None) is None:
+        environment.__class__ = _caching_class(cls)  # type: ignore[arg-type]
+    return functools.partial(uncache_from_string, environment)
+
+
+def uncache_from_string(environment: Environment) -> None:
+    """Give ``environment`` back its own ``from_string`` (a no-op if it was not
+    changed by :func:`cache_from_string`)."""
+    base = getattr(type(environment), _BASE, None)
+    if base is not None:
+        environment.__class__ = base
+
+
+@functools.lru_cache(maxsize=64)
+def _caching_class(cls: type) -> type:
+    def from_string(
+        self: Environment,
+        source: str | nodes.Template,
+        globals: MutableMapping[str, Any] | None = None,
+        template_class: type[Template] | None = None,
+    ) -> Template:
+        from .cache import TieredBytecodeCache
+
+        cache = self.bytecode_cache
+        if isinstance(cache, TieredBytecodeCache):
+            return cache.from_string(self, source, globals, template_class)
+        # The cache was replaced by another kind since: behave as Jinja does.
+        original: Callable[..., Template] = cls.from_string  # type: ignore[attr-defined]
+        return original(self, source, globals, template_class)
+
+    from_string.__doc__ = Environment.from_string.__doc__
+    return type(cls.__name__, (cls,), {"from_string": from_string, _BASE: cls, "__slots__": ()})
