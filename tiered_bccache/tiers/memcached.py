@@ -311,12 +311,19 @@ class MemcachedTier:
             self._gen_lock.release()
 
     def _nodes(self) -> list[tuple[str, Any]]:
-        """Every node's own client: a HashClient's per-server clients (looked up each
-        time: it replaces a client when a dead server rejoins), or the one client."""
+        """Every node's own client: a HashClient's per-server clients, or the one client.
+
+        A HashClient keeps the client of a server it dropped, and builds a new one when
+        the server rejoins: so the clients are looked up each time, and a dropped
+        server's is left alone (connected again, it would be thrown away open), unless
+        every server was dropped: then all are tried, or the tier could never recover."""
         clients = getattr(self.client, "clients", None)
-        if isinstance(clients, dict) and clients:
-            return [(str(name), client) for name, client in clients.items()]
-        return [(self.name, self.client)]
+        if not isinstance(clients, dict) or not clients:
+            return [(self.name, self.client)]
+        hashed = getattr(getattr(self.client, "hasher", None), "nodes", None)
+        in_use = set(hashed) if isinstance(hashed, (list, set, tuple)) else set(clients)
+        nodes = [(str(name), client) for name, client in clients.items() if name in in_use]
+        return nodes or [(str(name), client) for name, client in clients.items()]
 
     def _live_nodes(self) -> list[tuple[str, Any]]:
         """The nodes not skipped after a failure; all of them when every one is."""
