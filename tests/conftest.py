@@ -83,9 +83,19 @@ class MemcachedServer:
         self.start()
 
     def pause(self) -> None:
-        """SIGSTOP: connections are accepted by the kernel, nothing answers."""
+        """SIGSTOP: connections are accepted by the kernel, nothing answers. Returns once
+        the kernel has stopped the process (a signal takes effect asynchronously)."""
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        stat = f"/proc/{self.process.pid}/stat"
+        if not os.path.exists(stat):
+            return
+        deadline = time.monotonic() + 5
+        for _ in range(5000):
+            with open(stat) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T" or time.monotonic() > deadline:
+                    return
+            time.sleep(0.001)
 
     def resume(self) -> None:
         if self.process is not None:

