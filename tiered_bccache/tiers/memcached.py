@@ -81,6 +81,13 @@ def _parse_generation(value: object) -> int | None:
     return number if number < _GENERATION_LIMIT else None
 
 
+def _describe(value: object) -> str:
+    """A short, safe description of a foreign value (it may be a megabyte of anything)."""
+    if isinstance(value, (bytes, bytearray)):
+        return f"{len(value)} bytes: {bytes(value[:32])!r}"
+    return f"a {type(value).__name__}"
+
+
 def _fresh_generation() -> int:
     # Time-based, so that a fleet starting over never reuses an old namespace's number.
     return time.time_ns() // 1_000_000
@@ -335,6 +342,8 @@ class MemcachedTier:
     def _node_failed(self, node: str, exc: BaseException) -> None:
         self._down_until[node] = time.monotonic() + self.dead_timeout
         self.events["generation_node_errors"] += 1
+        if len(self._nodes()) < 2:
+            return  # the error reaches the cache, which logs it
         self._log.warning(
             "generation-node",
             "tiered_bccache: %s: node %s failed on the generation key (%r); its copy is "
@@ -364,13 +373,12 @@ class MemcachedTier:
                 self.events["generation_foreign"] += 1
                 self._log.warning(
                     "generation-foreign",
-                    "tiered_bccache: %s: foreign value at %r on %s (%d bytes: %r); "
-                    "replacing it with a generation",
+                    "tiered_bccache: %s: foreign value at %r on %s (%s); replacing it "
+                    "with a generation",
                     self.name,
                     self._gen_key,
                     node,
-                    len(value),
-                    bytes(value[:32]),
+                    _describe(value),
                 )
             readings.append(_Reading(node, client, value, token, number))
         if not readings:
