@@ -24,11 +24,13 @@ import enum
 import functools
 import hashlib
 import importlib.util
+import inspect
 import marshal
 import os
 import sys
 import threading
 import types
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -64,6 +66,7 @@ _MAX_DEPTH = 4
 #: Beyond this many remembered callables or configurations, the memo starts over.
 _MAX_MEMO = 4096
 _PLAIN = (type(None), bool, int, float, complex, str, bytes, type(Ellipsis))
+_WEAK = (weakref.ref, weakref.ProxyType, weakref.CallableProxyType)
 _ROUTINES = (
     types.FunctionType,
     types.BuiltinFunctionType,
@@ -131,16 +134,29 @@ _names_of = functools.lru_cache(maxsize=4096)(_names)  # code objects are immuta
 
 
 def _state(obj: object, skip: tuple[str, ...] = ()) -> dict[str, object]:
-    """An object's data: its ``__dict__`` and every ``__slots__`` value up its classes."""
-    state: dict[str, object] = {
-        k: v for k, v in (getattr(obj, "__dict__", None) or {}).items() if k not in skip
-    }
-    for cls in type(obj).__mro__:
-        slots = cls.__dict__.get("__slots__", ())
-        for slot in (slots,) if isinstance(slots, str) else slots:
-            if slot not in ("__dict__", "__weakref__") and hasattr(obj, slot):
-                state[f"{cls.__qualname__}.{slot}"] = getattr(obj, slot)
+    """An object's data: its ``__dict__`` and every ``__slots__`` value up its classes.
+    An object that will not say (a context-local proxy raising outside its context) is
+    described as undescribable, never an error in a render."""
+    try:
+        state: dict[str, object] = {
+            k: v for k, v in (getattr(obj, "__dict__", None) or {}).items() if k not in skip
+        }
+        for cls in type(obj).__mro__:
+            slots = cls.__dict__.get("__slots__", ())
+            for slot in (slots,) if isinstance(slots, str) else slots:
+                if slot not in ("__dict__", "__weakref__") and hasattr(obj, slot):
+                    state[f"{cls.__qualname__}.{slot}"] = getattr(obj, slot)
+    except Exception:
+        return {"<state>": _Undescribable()}
     return state
+
+
+class _Undescribable:
+    """Stands for data that could not be read: it has no pickle form, so it fails the
+    fingerprint closed (private to the process)."""
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise TypeError("undescribable")
 
 
 def _inputs(obj: Any) -> tuple[str, tuple[object, ...]]:
@@ -168,8 +184,61 @@ def _inputs(obj: Any) -> tuple[str, tuple[object, ...]]:
         )
     owner = getattr(obj, "__self__", None)
     if owner is not None and not isinstance(owner, (types.ModuleType, type)):
-        inputs.append(("self", _state(owner, ("environment",))))
+        inputs.append(("self", _read_state(owner, func)))
     return name, tuple(inputs)
+
+
+def _read_state(owner: object, func: Any) -> dict[str, object]:
+    """What ``func``, called on ``owner``, can read of it: the attributes named in its
+    code and in the code of the methods it reaches through ``self`` (instance data, and
+    class-level data and methods). A method of a large object (Flask's
+    ``select_jinja_autoescape`` on the app) thus depends on what it reads, not on the
+    whole application; code that reads attributes by computed name gets the whole
+    state."""
+    cls: Any = type(owner)
+    names = _names_read(cls, func)
+    if names is None:
+        return _state(owner, ("environment",))
+    state = _state(owner, ("environment",))
+    read: dict[str, object] = {k: v for k, v in state.items() if k.rpartition(".")[2] in names}
+    for name in sorted(names - read.keys()):
+        try:
+            member = inspect.getattr_static(type(owner), name)
+        except AttributeError:
+            continue
+        if not isinstance(member, (types.MemberDescriptorType, types.GetSetDescriptorType)):
+            read[f"class.{name}"] = _member(member)
+    return read
+
+
+#: Names whose presence in code means "any attribute, by computed name".
+_DYNAMIC = frozenset(("__dict__", "getattr", "vars", "__getattribute__", "__getattr__"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _names_read(cls: Any, func: Any) -> frozenset[str] | None:
+    """The names ``func``'s code reads, followed through the methods of ``cls`` it
+    names; None when the code may read attributes by computed name."""
+    names: set[str] = set()
+    seen: set[int] = set()
+    stack = [func]
+    while stack:
+        current = stack.pop()
+        code = getattr(current, "__code__", None)
+        if code is None or id(code) in seen:
+            continue
+        seen.add(id(code))
+        for name in _names_of(code):
+            if name in _DYNAMIC:
+                return None
+            names.add(name)
+            try:
+                member = _member(inspect.getattr_static(cls, name))
+            except AttributeError:
+                continue
+            members = member[1:] if isinstance(member, tuple) else (member,)
+            stack += [m for m in members if isinstance(m, types.FunctionType)]
+    return frozenset(names)
 
 
 class Fingerprinter:
@@ -231,7 +300,8 @@ class Fingerprinter:
                 owner = own.get(id(type(obj.__self__)))
                 if owner is not None and owner[0] is type(obj.__self__):
                     return known[1]
-                return f"{known[1]}@{self._digest(_state(obj.__self__, ('environment',)))}"
+                state = _read_state(obj.__self__, obj.__func__)
+                return f"{known[1]}@{self._digest(state)}"
         if isinstance(obj, functools.partial):
             return (
                 f"partial({self.identity(obj.func, depth + 1)})"
@@ -242,9 +312,10 @@ class Fingerprinter:
         elif isinstance(obj, _ROUTINES):
             name, inputs = _inputs(obj)
         else:
-            # A callable object: its class's __call__, and its state.
-            call = self.identity(type(obj).__call__, depth + 1)
-            return f"instance({call})@{self._digest(_state(obj), depth)}"
+            # A callable object: its class's __call__, and what it reads of the object.
+            call = type(obj).__call__
+            state = _read_state(obj, getattr(call, "__func__", call))
+            return f"instance({self.identity(call, depth + 1)})@{self._digest(state, depth)}"
         if not inputs:
             return name
         key = (id(obj), depth)
@@ -330,6 +401,11 @@ class Fingerprinter:
                 "set",
                 tuple(sorted(marshal.dumps(self._canonical(item, depth), 2) for item in value)),
             )
+        if isinstance(value, _WEAK):
+            # A weak reference points at an object owned elsewhere, most often back at
+            # a container (Flask's JSON provider at its app): following it would describe
+            # the world. The reference is data; what it points at is not.
+            return ("weakref",)
         if callable(value):
             return ("callable", self.identity(value, depth + 1))
         if isinstance(value, types.ModuleType):
@@ -394,6 +470,24 @@ class Fingerprinter:
                     seen = self._configs.setdefault(key, [])
                 seen.append((dict(env.filters), dict(env.tests), digest, private, checks))
             return digest, private
+
+    def _option(self, value: object) -> object:
+        """An attribute a plain Environment lacks, as data: an extension's option (plain
+        data, a callable) as it is; any other object (the Flask app Flask's environment
+        keeps for its loader) by its type, since an extension's options are data and
+        describing an application object would describe the whole application."""
+        if isinstance(value, (*_ROUTINES, functools.partial, type, types.ModuleType)):
+            if isinstance(value, types.MethodType):
+                # By the function and the class it is bound to, not the object's state.
+                owner = type(value.__self__)
+                return ("method", value.__func__, f"{owner.__module__}.{owner.__qualname__}")
+            return value
+        try:
+            marshal.dumps(value, 2)  # type: ignore[arg-type]
+        except ValueError:
+            kind = type(value)
+            return ("object", f"{kind.__module__}.{kind.__qualname__}")
+        return value
 
     def _memo_key(self, env: Environment) -> tuple[object, ...] | None:
         """A key equal for environments whose settings other than filters and tests are
@@ -469,7 +563,8 @@ class Fingerprinter:
         # What extensions put on the environment with extend() (newstyle_gettext, a
         # third-party extension's options): attributes a plain Environment lacks.
         extra = sorted(vars(env).keys() - _not_extended())
-        parts.append(f"extended {self._digest([(n, getattr(env, n)) for n in extra])}")
+        extended = [(n, self._option(getattr(env, n))) for n in extra]
+        parts.append(f"extended {self._digest(extended)}")
         # Policies: filters folded at compile time read them (urlize.*, truncate.leeway,
         # json.*), and the i18n extension reads ext.i18n.trimmed while parsing.
         parts.append(f"policies {self._digest(sorted(env.policies.items()))}")
