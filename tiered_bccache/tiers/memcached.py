@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import threading
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from ..errors import ConfigurationError
 from ..stats import RateLimitedLog
@@ -50,7 +48,6 @@ EVENTS = (
     "entry_not_bytes",
 )
 
-logger = logging.getLogger("tiered_bccache")
 
 Server = tuple[str, int] | str
 
@@ -106,8 +103,7 @@ class _RawBytes:
         return value
 
 
-@dataclass(frozen=True, slots=True)
-class _Reading:
+class _Reading(NamedTuple):
     """What one node held at the generation key."""
 
     node: str
@@ -248,7 +244,7 @@ class MemcachedTier:
         #: node name -> time.monotonic() until which generation reads skip it
         self._down_until: dict[str, float] = {}
         self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
-        self._log = RateLimitedLog(logger)
+        self._log = RateLimitedLog()
 
     def _make_client(self, servers: list[Server]) -> Any:
         # Imported here, when a tier is built, not with the package: pymemcache brings in
