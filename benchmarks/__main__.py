@@ -1,6 +1,7 @@
 """Run every benchmark, one section after another: the main hit-path run of
 ``tiered-bccache bench`` (without its process part), then whole processes at 50 and 500
-templates, scaling, threads, footprint, compression, faults and stampede.
+templates, template strings, scaling, threads, footprint, compression, faults and
+stampede.
 
     python -m benchmarks [--full] [--json DIR] [--only SECTION ...] [--skip SECTION ...]
 
@@ -22,6 +23,7 @@ from .common import write_json
 SECTIONS = (
     "bench",
     "process",
+    "strings",
     "scaling",
     "threads",
     "footprint",
@@ -34,8 +36,8 @@ SECTIONS = (
 def _bench(full: bool, json_path: str | None) -> int:
     from tiered_bccache.bench import BenchConfig, run_bench
 
-    # The process section below runs the whole-process benchmark at two sizes.
-    report = run_bench(BenchConfig(quick=not full, processes=False))
+    # The sections below run the whole-process and string benchmarks at full size.
+    report = run_bench(BenchConfig(quick=not full, processes=False, string_iterations=0))
     print(report.format_table())
     write_json(json_path, report.as_dict())
     return 0

@@ -436,6 +436,9 @@ def test_bench_prints_the_table_and_writes_json(tmp_path: Path, memcached: Memca
         "ours-mc",
     }
     assert all(len(times) == 3 and min(times) > 0 for times in wall.values())
+    # The template-string loop, its outputs checked equal to plain Jinja's first.
+    assert "template strings: 2 iterations" in result.stdout
+    assert report["strings"]["in_process_s"]["ours"]
 
 
 @pytest.mark.parametrize(

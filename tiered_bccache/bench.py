@@ -21,7 +21,9 @@ memcached  ours, memcached-tier hit, memory emptied likewise
 
 Then, unless ``processes`` is off, the whole-process run of
 :mod:`tiered_bccache.procbench` on the same templates: what a new process pays, where a
-bytecode cache matters most.
+bytecode cache matters most; then the template-string loop of
+:mod:`tiered_bccache.strbench` (a new sandboxed environment per iteration, as Ansible and
+dbt do).
 
 Machines are shared and noisy, so absolute times drift; each round loads the whole corpus
 once per contender, in a rotating order, and the ratios are computed per round and
@@ -51,8 +53,9 @@ from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, Memca
 from jinja2.bccache import Bucket, BytecodeCache
 
 from .cache import TieredBytecodeCache
-from .corpus import corpus_names, generate_corpus
+from .corpus import corpus_names, generate_corpus, render_context
 from .procbench import ProcessReport, run_process_bench
+from .strbench import StringReport, run_string_bench
 from .tiers.filesystem import FileSystemTier
 from .tiers.memcached import MemcachedTier
 from .tiers.memory import MemoryTier
@@ -90,6 +93,9 @@ class BenchConfig:
     quick: bool = False
     #: Also run the whole-process benchmark (see :mod:`tiered_bccache.procbench`).
     processes: bool = True
+    #: Iterations of the template-string benchmark (:mod:`tiered_bccache.strbench`);
+    #: 0 leaves it out. Plain Jinja compiles every string of every iteration.
+    string_iterations: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +134,7 @@ class BenchReport:
     notes: list[str] = field(default_factory=list)
     breakdown: dict[str, float] = field(default_factory=dict)
     processes: ProcessReport | None = None
+    strings: StringReport | None = None
 
     def totals(self, contender: str) -> list[int]:
         """Time to load the whole corpus once, per round."""
@@ -187,6 +194,7 @@ class BenchReport:
             "breakdown_us": self.breakdown,
             "notes": self.notes,
             "processes": None if self.processes is None else self.processes.as_dict(),
+            "strings": None if self.strings is None else self.strings.as_dict(),
         }
 
     def format_table(self) -> str:
@@ -222,6 +230,8 @@ class BenchReport:
         lines += [f"note: {note}" for note in self.notes]
         if self.processes is not None:
             lines += ["", self.processes.format_table()]
+        if self.strings is not None:
+            lines += ["", self.strings.format_table()]
         return "\n".join(lines)
 
     def plot(self, path: str) -> None:
@@ -527,6 +537,19 @@ def run_bench(
                 memcached=mc_address,
                 rounds=rounds,
                 progress=progress,
+            )
+        if config.string_iterations:
+            strings = os.path.join(work, "strings")
+            os.makedirs(strings, exist_ok=True)
+            report.strings = run_string_bench(
+                loader_dir,
+                strings,
+                context=render_context(),
+                iterations=config.string_iterations,
+                rounds=min(rounds, 3),
+                secret=secret,
+                # The admission run replays a fixed workload over the generated corpus.
+                admission=config.templates is None,
             )
         return report
 

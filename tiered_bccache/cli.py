@@ -310,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave out the whole-process run (new processes loading every template)",
     )
+    bench.add_argument(
+        "--string-iterations",
+        type=_non_negative_int,
+        default=10,
+        metavar="N",
+        help="iterations of the template-string loop (default 10; 0 leaves it out)",
+    )
     bench.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     bench.add_argument("--plot", metavar="FILE.png", help=f"also draw a chart ({PLOT_HINT})")
     bench.add_argument(
@@ -618,6 +625,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         threads=args.threads,
         quick=args.quick,
         processes=not args.no_processes,
+        string_iterations=2 if args.quick and args.string_iterations else args.string_iterations,
     )
     bar = _progress(args)
     try:
