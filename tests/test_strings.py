@@ -505,6 +505,29 @@ def test_a_trace_holds_named_and_string_keys_and_feeds_hit_curves(tmp_path: Path
     assert curves.entry_hits == (0, 4)  # alternating keys: one entry never hits
 
 
+def test_a_trace_records_string_lookups_not_yet_admitted(tmp_path: Path) -> None:
+    """Every string lookup is one trace line, a string compiled but not stored yet
+    included (with its size unknown, 0), so tune sees one-off strings too."""
+    path = tmp_path / "trace.txt"
+    cache = make_cache([MemoryTier(), FileSystemTier(tmp_path / "fs")])  # admission 2
+    env = Environment(bytecode_cache=cache)
+    cache.start_trace(path)
+    for _ in range(3):
+        cache.from_string(env, SOURCE)
+    cache.from_string(env, SOURCE + "<!-- once -->")
+    cache.stop_trace()
+    sizes = [record.size for record in read_trace(path)]
+    assert len(sizes) == 4
+    assert sizes[0] == 0 and sizes[1] > 0 and sizes[2] == sizes[1] and sizes[3] == 0
+
+
+@pytest.mark.parametrize("value", [0, -1, None, True, 1.5, "2"])
+def test_string_admission_must_be_a_positive_integer(value: object) -> None:
+    """A wrong string_admission is refused at construction, naming the argument."""
+    with pytest.raises(ConfigurationError, match="string_admission must be a positive integer"):
+        TieredBytecodeCache([MemoryTier()], string_admission=value)  # type: ignore[arg-type]
+
+
 # -- an Ansible-like run: a fresh sandboxed environment per task --------------------------
 
 TASK_STRINGS = (

@@ -226,10 +226,15 @@ class TieredBytecodeCache(BytecodeCache):
             "secret_env": secret_env,
             "string_admission": string_admission,
         }
-        admission = positive_int_or_none("string_admission", string_admission)
-        if admission is None:
-            raise ConfigurationError("string_admission must be a positive integer, got None")
-        self._string_admission = admission
+        if (
+            isinstance(string_admission, bool)
+            or not isinstance(string_admission, int)
+            or string_admission < 1
+        ):
+            raise ConfigurationError(
+                f"string_admission must be a positive integer, got {string_admission!r}"
+            )
+        self._string_admission = string_admission
         #: sha1 of a string -> times compiled here without being stored (bounded).
         self._sightings: dict[str, int] = {}
         self.strict = bool(strict)
@@ -434,6 +439,9 @@ class TieredBytecodeCache(BytecodeCache):
                 self._sightings.clear()
             self._sightings[digest] = sightings
             self.strings_not_admitted += 1
+            trace = self._trace
+            if trace is not None:
+                _record(trace, key, 0)  # a lookup all the same; its size is not known
             return code
         self._sightings.pop(digest, None)
         raw = marshal.dumps(code)
