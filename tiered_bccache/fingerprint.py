@@ -26,6 +26,7 @@ import hashlib
 import importlib.util
 import inspect
 import marshal
+import operator
 import os
 import sys
 import threading
@@ -86,7 +87,8 @@ def _jinja_own() -> dict[int, tuple[object, str, str]]:
     Only modules already imported are listed (importing the sandbox or the extensions
     would cost a process that uses neither); the table is the same in every process that
     has them, and an object from a module not imported yet is in no environment."""
-    return _own_table(tuple(m in sys.modules for m in _OPTIONAL_MODULES))
+    modules = sys.modules
+    return _own_table(("jinja2.ext" in modules, "jinja2.sandbox" in modules))
 
 
 _OPTIONAL_MODULES = ("jinja2.ext", "jinja2.sandbox")
@@ -687,10 +689,13 @@ def _snapshot(env: Environment) -> tuple[object, ...]:
         env.optimized,
         getattr(env, "intercepted_binops", None),
         getattr(env, "intercepted_unops", None),
-        *(getattr(env, name) for name in _LEXER_SETTINGS),
+        _lexer_settings(env),
         env.autoescape,
         env.finalize,
     )
+
+
+_lexer_settings = operator.attrgetter(*_LEXER_SETTINGS)
 
 
 def _env_class(env: Environment) -> type:
