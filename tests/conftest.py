@@ -176,3 +176,171 @@ def memcached_cluster() -> Iterator[list[MemcachedServer]]:
 def mc_prefix() -> str:
     """A key prefix no other test uses, so tests can share the session's memcached."""
     return "t" + uuid.uuid4().hex[:12]
+
+
+# -- redis ------------------------------------------------------------------------------
+
+
+def redis_binary() -> str | None:
+    return shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
+
+
+def _require_redis() -> None:
+    if redis_binary() is None or shutil.which("redis-cli") is None:
+        message = "redis-server is not installed (apt-get install redis-server)"
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(message + "; under CI=true this is a failure, not a skip")
+        pytest.skip(message)
+
+
+def _ping(port: int, timeout: float = 0.2) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(64)
+
+
+@dataclass
+class RedisServer:
+    """A real redis-server on a loopback port, no persistence, which tests may stop,
+    pause, restart. ``directory`` holds what a cluster node writes (its nodes.conf)."""
+
+    port: int
+    directory: str
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = redis_binary()
+        assert binary is not None
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", "--dir", self.directory, "--protected-mode", "no"]
+        self.process = subprocess.Popen(args + self.extra_args, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if _ping(self.port).startswith(b"+PONG"):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        """Kill the server (connections are refused until it restarts)."""
+        if self.process is not None:
+            self.resume()
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def restart(self) -> None:
+        """Kill and start again on the same port: an empty server (nothing is saved)."""
+        self.stop()
+        self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: the kernel accepts connections, nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        stat = f"/proc/{self.process.pid}/stat"
+        deadline = time.monotonic() + 5
+        for _ in range(5000):
+            if not os.path.exists(stat) or time.monotonic() > deadline:
+                return
+            with open(stat) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    return
+            time.sleep(0.001)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
+    def cli(self, *args: str, timeout: float = 10) -> str:
+        """Run ``redis-cli -p PORT ARGS...`` and return its output."""
+        done = subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args],
+            capture_output=True,
+            timeout=timeout,
+            check=True,
+        )
+        return done.stdout.decode("utf-8", "replace")
+
+
+def _running_redis(
+    tmp_path_factory: pytest.TempPathFactory, count: int, extra_args: list[str]
+) -> Iterator[list[RedisServer]]:
+    _require_redis()
+    servers: list[RedisServer] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            directory = str(tmp_path_factory.mktemp(f"redis-{port}"))
+            server = RedisServer(port, directory, list(extra_args))
+            servers.append(server)
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; tests isolate themselves with ``mc_prefix``."""
+    for servers in _running_redis(tmp_path_factory, 1, []):
+        yield servers[0]
+
+
+@pytest.fixture
+def redis_private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that kill, pause or restart it."""
+    for servers in _running_redis(tmp_path_factory, 1, []):
+        yield servers[0]
+
+
+#: How long a cluster node may be unreachable before its replica takes over: short, so a
+#: failover test takes seconds, long enough that a loaded CI machine does not flap.
+CLUSTER_NODE_TIMEOUT_MS = 1000
+
+
+@pytest.fixture
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
+    """A real Redis Cluster of the test's own: 3 masters and 3 replicas (the first three
+    servers are the masters), created with ``redis-cli --cluster create``."""
+    args = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        str(CLUSTER_NODE_TIMEOUT_MS),
+        "--cluster-require-full-coverage",
+        "no",
+    ]
+    for servers in _running_redis(tmp_path_factory, 6, args):
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(s.address for s in servers)]
+            + ["--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = [s.cli("cluster", "info") for s in servers]
+            if all("cluster_state:ok" in state for state in states):
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the Redis Cluster did not reach cluster_state:ok in 30 s")
+        yield servers

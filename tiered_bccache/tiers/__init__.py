@@ -1,8 +1,8 @@
 """The tiers: one module each, plus the interface they share.
 
 Each tier's module is imported when its class is first asked for, so that a process
-pays only for the tiers it configures (no pymemcache, no cachetools for a process that
-uses neither).
+pays only for the tiers it configures (no pymemcache, no redis-py, no cachetools for a
+process that uses none of them).
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ if TYPE_CHECKING:
     from .filesystem import FileSystemTier
     from .memcached import MemcachedTier
     from .memory import MemoryTier
+    from .redis import RedisTier
 
-__all__ = ("ByteTier", "FileSystemTier", "MemcachedTier", "MemoryTier", "Tier")
+__all__ = ("ByteTier", "FileSystemTier", "MemcachedTier", "MemoryTier", "RedisTier", "Tier")
 
 #: Where each lazily imported class lives.
 _MODULES = {
     "FileSystemTier": ".filesystem",
     "MemcachedTier": ".memcached",
     "MemoryTier": ".memory",
+    "RedisTier": ".redis",
 }
 
 

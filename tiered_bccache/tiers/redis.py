@@ -1,0 +1,474 @@
+"""The fleet tier on Redis: one server, a Redis Cluster, or a client of your own."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from ..errors import ConfigurationError
+from ..stats import RateLimitedLog
+from ._validate import positive_int_or_none, positive_number
+from .memcached import (
+    _GENERATION_LIMIT,
+    _PREFIX,
+    _ROUNDS,
+    _SAFE_KEY,
+    _describe,
+    _fresh_generation,
+    _parse_generation,
+    parse_server,
+)
+
+__all__ = ["EVENTS", "RedisTier"]
+
+#: The URL schemes redis-py reads: TCP, TLS, a unix socket.
+SCHEMES = ("redis://", "rediss://", "unix://")
+#: An entry this size is already an unusual template; Redis serves one request at a time,
+#: so a multi-megabyte value stalls every other client while it is copied.
+DEFAULT_MAX_ENTRY_SIZE = 1024 * 1024
+
+#: What :attr:`RedisTier.events` counts, all from 0 when the tier is built.
+EVENTS = (
+    "generation_missing",
+    "generation_foreign",
+    "generation_replaced",
+    "generation_repaired",
+    "generation_changed",
+    "entry_not_bytes",
+    "entry_wrong_type",
+)
+
+#: Compare-and-set of the generation key, atomic on the server. ARGV[1] is what the
+#: caller read: "" for no key, "wrongtype" for a key of another type, else the SHA-1 of
+#: the string it held (a foreign value may be a megabyte: its digest travels, not it).
+#: The key is replaced only if it still holds that, so processes racing to repair or
+#: bump it agree on one value, as memcached's add/cas give. SET drops any TTL a foreign
+#: writer set, and replaces a key of any type.
+_CAS = """
+local t = redis.call('TYPE', KEYS[1])['ok']
+local seen = ''
+if t == 'string' then
+  seen = redis.sha1hex(redis.call('GET', KEYS[1]))
+elseif t ~= 'none' then
+  seen = 'wrongtype'
+end
+if seen ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+logger = logging.getLogger("tiered_bccache")
+
+
+def _wrong_type(exc: BaseException) -> bool:
+    return str(exc).startswith("WRONGTYPE")
+
+
+class RedisTier:
+    """Entries in Redis, shared by every host that points at the same server or cluster.
+
+    ``target`` is one of:
+
+    - a URL, as redis-py reads it: ``redis://[[user]:password@]host:port/db``,
+      ``rediss://...`` (TLS), ``unix:///path/redis.sock?db=0``; options in the query
+      string (``?socket_timeout=1``) win over ours;
+    - a list of Redis Cluster nodes, ``["host:port", ...]`` (any reachable subset:
+      redis-py's ``RedisCluster`` learns the rest); the client connects on first use, so
+      building a tier never waits on the network;
+    - a ready ``redis.Redis`` or ``redis.cluster.RedisCluster``, used as given: it must
+      return bytes (``decode_responses=False``), and its timeouts and retries are yours.
+
+    Our defaults differ from redis-py's on purpose: a ``connect_timeout`` and a read
+    ``timeout`` of 50 ms (redis-py waits forever on a hung server), no retries (redis-py
+    retries three times with back-off; our circuit breaker decides when to try again),
+    and a ``BlockingConnectionPool`` of at most ``max_connections`` connections, which a
+    thread waits for at most ``pool_timeout`` seconds (a cluster pools per node).
+
+    Entries expire after ``expire`` seconds (7 days; 0 for never), so a clear's old
+    namespace ages out. Entries above ``max_entry_size`` are skipped (and counted by the
+    cache). ``compress`` zlib-compresses entries, as for
+    :class:`~tiered_bccache.MemcachedTier`.
+
+    ``clear()`` never runs ``FLUSHDB``, ``FLUSHALL`` or ``KEYS``: other applications may
+    share the server. Every key carries a namespace generation kept at ``<prefix>:gen``
+    and clear bumps it; other processes see a clear within ``generation_ttl`` seconds.
+    The generation is hardened as memcached's is: anything but a generation of our
+    shape at that key (a string of another form, or a list, a hash...) is foreign and
+    is replaced, with an atomic compare-and-set on the server, by the generation this
+    process was using (a new process starts a time-based one); a lost key (a restart, an
+    eviction) is put back the same way, and by every write. In a cluster the key lives
+    in one slot: when its master dies, the replica that takes over holds it.
+
+    ``events`` counts what the tier noticed (see :data:`EVENTS`), as
+    :attr:`MemcachedTier.events <tiered_bccache.MemcachedTier.events>` does, plus
+    ``entry_wrong_type``: a key of another type where an entry belongs (a miss, and the
+    next write replaces it). :meth:`server_stats` reads the servers' own figures.
+
+    Raises :class:`~tiered_bccache.ConfigurationError` for a malformed URL, node, prefix
+    or number, or when redis-py is not installed (``pip install tiered-bccache[redis]``).
+    """
+
+    remote = True
+    holds_objects: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        target: str | Sequence[str] | Any,
+        *,
+        prefix: str = "tbc",
+        expire: int = 7 * 24 * 3600,
+        connect_timeout: float = 0.05,
+        timeout: float = 0.05,
+        max_entry_size: int | None = DEFAULT_MAX_ENTRY_SIZE,
+        compress: bool = False,
+        max_connections: int = 32,
+        pool_timeout: float = 0.05,
+        generation_ttl: float = 2.0,
+    ) -> None:
+        if not isinstance(prefix, str) or _PREFIX.fullmatch(prefix) is None:
+            raise ConfigurationError(
+                f"prefix must be 1-64 characters of [A-Za-z0-9_.:-], got {prefix!r}"
+            )
+        if isinstance(expire, bool) or not isinstance(expire, int) or expire < 0:
+            raise ConfigurationError(
+                f"expire must be a non-negative integer (seconds), got {expire!r}"
+            )
+        self.prefix = prefix
+        self.expire = expire
+        self.connect_timeout = positive_number("connect_timeout", connect_timeout)
+        self.timeout = positive_number("timeout", timeout)
+        self.max_entry_size: int | None = positive_int_or_none("max_entry_size", max_entry_size)
+        self.compress = bool(compress)
+        limit = positive_int_or_none("max_connections", max_connections)
+        if limit is None:
+            raise ConfigurationError("max_connections must be a positive integer, got None")
+        self.max_connections = limit
+        self.pool_timeout = positive_number("pool_timeout", pool_timeout)
+        self.generation_ttl = positive_number("generation_ttl", generation_ttl, allow_zero=True)
+        try:
+            # Imported here, when a tier is built, not with the package: a worker without
+            # Redis never pays for redis-py.
+            import redis
+        except ImportError:
+            raise ConfigurationError(
+                "RedisTier needs redis-py: pip install 'tiered-bccache[redis]'"
+            ) from None
+        self._redis = redis
+        self._target: str | list[str] | None
+        self._nodes: list[tuple[str, int]] = []
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        if isinstance(target, str):
+            if not target.startswith(SCHEMES):
+                raise ConfigurationError(
+                    f"target: {target!r} is not a redis://, rediss:// or unix:// URL (a "
+                    "cluster is a list of 'host:port')"
+                )
+            self._target = target
+            self._client = self._make_client(target)
+            self.name = _without_password(target)
+            weakref.finalize(self, self._client.close)
+        elif isinstance(target, Sequence) and not isinstance(target, (bytes, bytearray)):
+            self._target = list(target)
+            if not self._target:
+                raise ConfigurationError("target must name at least one cluster node")
+            for node in self._target:
+                parsed = parse_server(node)
+                if isinstance(parsed, str):
+                    raise ConfigurationError(
+                        f"target: cluster nodes are 'host:port', got the path {node!r}"
+                    )
+                self._nodes.append(parsed)
+            self.name = "redis-cluster:" + ",".join(self._target)
+        elif callable(getattr(target, "get", None)) and callable(getattr(target, "set", None)):
+            self._target = None
+            self._client = target
+            self.name = f"redis:{type(target).__name__}"
+            kwargs: object = getattr(target, "get_connection_kwargs", dict)()
+            if isinstance(kwargs, dict) and kwargs.get("decode_responses"):
+                raise ConfigurationError(
+                    "target: the client decodes responses; entries are bytes (build it "
+                    "with decode_responses=False)"
+                )
+        else:
+            raise ConfigurationError(
+                f"target: expected a redis:// URL, a list of cluster nodes or a client, "
+                f"got {target!r}"
+            )
+        self._gen_key = f"{prefix}:gen"
+        self._gen = ""
+        self._gen_checked = -1.0e9
+        self._gen_lock = threading.Lock()
+        self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
+        self._log = RateLimitedLog(logger)
+
+    def _no_retry(self) -> Any:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        return Retry(NoBackoff(), 0)
+
+    def _make_client(self, url: str) -> Any:
+        pool = self._redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=self.max_connections,
+            timeout=self.pool_timeout,
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=self.timeout,
+            retry=self._no_retry(),
+            decode_responses=False,
+        )
+        if pool.connection_kwargs.get("decode_responses"):
+            raise ConfigurationError(f"target: {url!r} asks for decoded responses; remove it")
+        return self._redis.Redis(connection_pool=pool)
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client. A cluster's is built on first use: building it asks a
+        node for the cluster's layout, which a tier's constructor must not wait for."""
+        client = self._client
+        if client is not None:
+            return client
+        with self._client_lock:
+            if self._client is None:
+                from redis.cluster import ClusterNode, RedisCluster
+
+                cluster = RedisCluster(
+                    startup_nodes=[
+                        ClusterNode(host, port)  # type: ignore[no-untyped-call]
+                        for host, port in self._nodes
+                    ],
+                    socket_connect_timeout=self.connect_timeout,
+                    socket_timeout=self.timeout,
+                    max_connections=self.max_connections,
+                    connection_pool_class=self._redis.BlockingConnectionPool,
+                    timeout=self.pool_timeout,
+                    retry=self._no_retry(),
+                    # A slot without a master (mid-failover) fails its own keys only.
+                    require_full_coverage=False,
+                    decode_responses=False,
+                )
+                self._client = cluster
+                weakref.finalize(self, cluster.close)
+            return self._client
+
+    def __repr__(self) -> str:
+        target = _without_password(self._target) if isinstance(self._target, str) else self._target
+        return f"RedisTier({target!r}, prefix={self.prefix!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._target is None:
+            raise TypeError(
+                "a RedisTier built on a ready client cannot be pickled; pass a URL or nodes"
+            )
+        options = {
+            "prefix": self.prefix,
+            "expire": self.expire,
+            "connect_timeout": self.connect_timeout,
+            "timeout": self.timeout,
+            "max_entry_size": self.max_entry_size,
+            "compress": self.compress,
+            "max_connections": self.max_connections,
+            "pool_timeout": self.pool_timeout,
+            "generation_ttl": self.generation_ttl,
+        }
+        return (_rebuild, (self._target, options))
+
+    # -- the namespace generation ------------------------------------------------------
+
+    def generation(self) -> str:
+        """The namespace generation in every key, re-read from the server at most every
+        ``generation_ttl`` seconds; :meth:`clear` bumps it."""
+        if time.monotonic() - self._gen_checked < self.generation_ttl:
+            return self._gen
+        # While one thread re-reads it, the others go on with the generation they have
+        # rather than queue behind a slow server.
+        if not self._gen_lock.acquire(blocking=not self._gen):
+            return self._gen
+        try:
+            if time.monotonic() - self._gen_checked >= self.generation_ttl:
+                self._gen = self._fetch_generation()
+                self._gen_checked = time.monotonic()
+            return self._gen
+        finally:
+            self._gen_lock.release()
+
+    def _read(self) -> tuple[int | None, str]:
+        """The generation at the key (None when missing or foreign) and the token a
+        compare-and-set of what was read needs."""
+        try:
+            value = self.client.get(self._gen_key)
+        except self._redis.exceptions.ResponseError as exc:
+            if not _wrong_type(exc):
+                raise
+            value, token = exc, "wrongtype"
+        else:
+            if value is None:
+                self.events["generation_missing"] += 1
+                return None, ""
+            if isinstance(value, str):  # a ready client that decodes
+                value = value.encode("utf-8", "surrogateescape")
+            token = hashlib.sha1(bytes(value)).hexdigest()
+        number = _parse_generation(value)
+        if number is None:
+            self.events["generation_foreign"] += 1
+            self._log.warning(
+                "generation-foreign",
+                "tiered_bccache: %s: foreign value at %r (%s); replacing it with a generation",
+                self.name,
+                self._gen_key,
+                "a key of another type" if token == "wrongtype" else _describe(value),
+            )
+        return number, token
+
+    def _cas(self, token: str, target: int) -> bool:
+        return bool(self.client.eval(_CAS, 1, self._gen_key, token, str(target)))
+
+    def _fetch_generation(self) -> str:
+        """Read the generation; put ours back where it is missing or foreign."""
+        for _ in range(_ROUNDS):
+            number, token = self._read()
+            if number is not None:
+                break
+            # Lost (a restart, an eviction, a foreign writer). Keep the generation we
+            # were using so that entries written since stay visible.
+            number = int(self._gen) if self._gen else _fresh_generation()
+            if self._cas(token, number):
+                self.events["generation_repaired" if token == "" else "generation_replaced"] += 1
+                break
+        else:
+            raise ConnectionError(f"redis did not keep the generation key {self._gen_key!r}")
+        generation = str(number)
+        if self._gen and generation != self._gen:
+            self.events["generation_changed"] += 1
+        return generation
+
+    def key(self, key: str) -> str:
+        """The Redis key for ``key``: short and printable whatever ``key`` holds."""
+        if _SAFE_KEY.fullmatch(key) is None:
+            key = "#" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{self.prefix}:{self.generation()}:{key}"
+
+    # -- the Tier interface ------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            value = self.client.get(self.key(key))
+        except self._redis.exceptions.ResponseError as exc:
+            if not _wrong_type(exc):
+                raise
+            # Someone else's list or hash where our entry belongs: a miss, not a failing
+            # server (which would open the breaker for every other key).
+            self.events["entry_wrong_type"] += 1
+            return None
+        if value is None or type(value) is bytes:
+            return value
+        self.events["entry_not_bytes"] += 1
+        self._log.warning(
+            "entry-not-bytes",
+            "tiered_bccache: %s: the client decoded an entry into %s; a miss (build it with "
+            "decode_responses=False)",
+            self.name,
+            type(value).__name__,
+        )
+        return None
+
+    def set(self, key: str, value: bytes) -> None:
+        name = self.key(key)
+        # After a restart the generation key is gone; a process starting now would pick
+        # a new generation and orphan what the running ones write. Putting ours back (a
+        # no-op while the key exists) in the same round trip keeps them in agreement.
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(name, value, ex=self.expire or None)
+        pipe.set(self._gen_key, self._gen, nx=True)
+        stored, restored = pipe.execute()
+        if not stored:
+            raise ConnectionError(f"redis did not store {len(value)} bytes")
+        if restored:
+            self.events["generation_repaired"] += 1
+
+    def delete(self, key: str) -> None:
+        self.client.delete(self.key(key))
+
+    def clear(self) -> None:
+        """Bump the generation: one past the current one. Clears racing each other may
+        make one bump, which clears for all of them."""
+        with self._gen_lock:
+            target = int(self._fetch_generation()) + 1
+            force = target >= _GENERATION_LIMIT  # only a foreign writer gets this far
+            if force:
+                target = _fresh_generation()
+            for _ in range(_ROUNDS):
+                number, token = self._read()
+                if number is not None and number >= target and not force:
+                    break
+                if self._cas(token, target):
+                    break
+            else:
+                raise ConnectionError(
+                    f"redis: could not bump {self._gen_key!r}: other writers kept racing"
+                )
+            self._gen = str(target)
+            self._gen_checked = -1.0e9
+
+    def server_stats(self) -> list[dict[str, Any]]:
+        """The server's own figures, one dict per server (per master in a cluster):
+        ``server``, ``used_memory``, ``maxmemory``, ``maxmemory_policy``,
+        ``evicted_keys``, ``keyspace_hits``, ``keyspace_misses``, ``keys`` (all
+        databases). Raises what the client raises when a server does not answer."""
+        client = self.client
+        if self._target is not None and self._nodes:
+            info = client.info(target_nodes=client.PRIMARIES)
+            pairs = sorted(info.items()) if isinstance(info, dict) else []
+        else:
+            pairs = [(self.name, client.info())]
+        out = []
+        for server, figures in pairs:
+            keys = sum(
+                int(v.get("keys", 0))
+                for k, v in figures.items()
+                if re.fullmatch(r"db\d+", str(k)) and isinstance(v, dict)
+            )
+            out.append(
+                {
+                    "server": str(server),
+                    "used_memory": figures.get("used_memory"),
+                    "maxmemory": figures.get("maxmemory"),
+                    "maxmemory_policy": figures.get("maxmemory_policy"),
+                    "evicted_keys": figures.get("evicted_keys"),
+                    "keyspace_hits": figures.get("keyspace_hits"),
+                    "keyspace_misses": figures.get("keyspace_misses"),
+                    "keys": keys,
+                }
+            )
+        return out
+
+    def close(self) -> None:
+        """Close the connections (they are reopened on the next use)."""
+        client = self._client
+        if client is None:
+            return
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None and hasattr(pool, "disconnect"):
+            pool.disconnect()
+        elif callable(getattr(client, "close", None)) and self._target is None:
+            client.close()
+        elif self._nodes:
+            # A cluster client has no pool of its own; closing it drops its nodes'
+            # connections, and the next use connects again.
+            client.close()
+
+
+def _without_password(url: str) -> str:
+    """``url`` as it may appear in logs and stats: no password."""
+    return re.sub(r"//[^@/]*@", "//", url)
+
+
+def _rebuild(target: str | list[str], options: dict[str, Any]) -> RedisTier:
+    return RedisTier(target, **options)
