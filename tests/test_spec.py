@@ -16,10 +16,19 @@ from tiered_bccache import (
     InsecureConfigurationError,
     MemcachedTier,
     MemoryTier,
+    RedisTier,
     TieredBytecodeCache,
 )
 from tiered_bccache.secret import ENV_VAR
-from tiered_bccache.spec import SpecError, load_cache, load_object, parse_size, parse_tier
+from tiered_bccache.spec import (
+    TIERS_ENV_VAR,
+    SpecError,
+    from_specs,
+    load_cache,
+    load_object,
+    parse_size,
+    parse_tier,
+)
 
 
 @pytest.mark.parametrize(
@@ -98,10 +107,90 @@ def test_memcached_specs_name_one_server_a_cluster_and_a_prefix() -> None:
         tier.close()
 
 
+def test_redis_specs_name_a_server_tls_a_socket_a_cluster_and_options() -> None:
+    """redis://, rediss://, redis+unix:// and redis+cluster:// build RedisTiers, with the
+    memcached spec's ;prefix= and ;timeout= options."""
+    one = parse_tier("redis://127.0.0.1:6379/2;prefix=app;timeout=0.5")
+    assert isinstance(one, RedisTier)
+    assert (one.name, one.prefix, one.timeout, one.connect_timeout) == (
+        "redis://127.0.0.1:6379/2",
+        "app",
+        0.5,
+        0.5,
+    )
+    assert one.client.connection_pool.connection_kwargs["db"] == 2
+    tls = parse_tier("rediss://:pw@cache.example:6380/0")
+    assert isinstance(tls, RedisTier) and tls.name == "rediss://cache.example:6380/0"
+    sock = parse_tier("redis+unix:///run/redis.sock?db=3")
+    assert isinstance(sock, RedisTier)
+    assert sock.client.connection_pool.connection_kwargs["path"] == "/run/redis.sock"
+    cluster = parse_tier("redis+cluster://10.0.0.1:7000,10.0.0.2:7001")
+    assert isinstance(cluster, RedisTier)
+    assert cluster.name == "redis-cluster:10.0.0.1:7000,10.0.0.2:7001"
+    waits = parse_tier("redis://127.0.0.1:6379/0", redis_timeout=1.0)
+    assert isinstance(waits, RedisTier) and waits.timeout == 1.0
+
+
+def test_from_specs_builds_the_cache_from_a_list_a_string_or_the_environment(
+    tmp_path: Path,
+) -> None:
+    """from_specs takes a list, one whitespace-separated string, or reads that string
+    from $TIERED_BCCACHE_TIERS; cache options pass through."""
+    specs = ["memory:64", f"fs:{tmp_path}"]
+    for given in (specs, " ".join(specs), "\n  ".join(specs)):
+        cache = from_specs(given, secret=SECRET, strict=True)
+        assert [type(t) for t in cache.tiers] == [MemoryTier, FileSystemTier]
+        assert cache.strict
+    cache = from_specs(environ={TIERS_ENV_VAR: " ".join(specs)}, secret=SECRET)
+    assert [type(t) for t in cache.tiers] == [MemoryTier, FileSystemTier]
+
+
+def test_from_specs_reads_os_environ_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no list, the specs and (through the cache) the secret come from the process's
+    environment."""
+    monkeypatch.setenv(TIERS_ENV_VAR, f"memory fs:{tmp_path}")
+    monkeypatch.setenv(ENV_VAR, SECRET.decode())
+    cache = from_specs()
+    assert [type(t) for t in cache.tiers] == [MemoryTier, FileSystemTier]
+
+
+@pytest.mark.parametrize(
+    ("specs", "environ", "fragment"),
+    [
+        (None, {}, "$TIERED_BCCACHE_TIERS: no tier spec given"),
+        (None, {TIERS_ENV_VAR: "   "}, "$TIERED_BCCACHE_TIERS: no tier spec given"),
+        ([], {}, "specs: no tier spec given"),
+        (["memory", "redis:oops"], {}, "tier 'redis:oops'"),
+        (None, {TIERS_ENV_VAR: "memory bogus:1"}, "tier 'bogus:1'"),
+    ],
+)
+def test_from_specs_names_what_is_wrong(
+    specs: list[str] | None, environ: dict[str, str], fragment: str
+) -> None:
+    """A missing list or a wrong spec is a ConfigurationError naming it."""
+    with pytest.raises(ConfigurationError) as info:
+        from_specs(specs, environ=environ, secret=SECRET)
+    assert fragment in str(info.value)
+
+
+def test_from_specs_is_exported_by_the_package() -> None:
+    """tiered_bccache.from_specs is the spec module's function."""
+    import tiered_bccache
+
+    assert tiered_bccache.from_specs is from_specs
+
+
 @pytest.mark.parametrize(
     ("spec", "fragment"),
     [
-        ("redis:localhost:6379", "unknown kind 'redis'"),
+        ("redis:localhost:6379", "expected redis://HOST:PORT/DB"),
+        ("redis+cluster://", "expected redis+cluster://HOST:PORT"),
+        ("redis+cluster://localhost", "servers"),
+        ("redis://localhost;pool=3", "unknown option"),
+        ("rediss://h:1/0;timeout=-1", "timeout"),
+        ("nosuch:thing", "unknown kind 'nosuch'"),
         ("memory:0", "max_entries: '0' is not a positive integer"),
         ("memory:size=3", "unknown option 'size'"),
         ("memory:bytes=lots", "'lots' is not a size"),

@@ -16,8 +16,9 @@ from .stats import CacheStats, TierStats
 from .tiers import ByteTier, Tier
 
 if TYPE_CHECKING:
+    from .spec import from_specs
     from .strings import cache_from_string, uncache_from_string
-    from .tiers import FileSystemTier, MemcachedTier, MemoryTier
+    from .tiers import FileSystemTier, MemcachedTier, MemoryTier, RedisTier
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = (
     "InsecureConfigurationError",
     "MemcachedTier",
     "MemoryTier",
+    "RedisTier",
     "Tier",
     "TierError",
     "TierStats",
@@ -37,11 +39,16 @@ __all__ = (
     "TieredCacheError",
     "__version__",
     "cache_from_string",
+    "from_specs",
     "uncache_from_string",
 )
 
 #: Names imported when first asked for, and where they live.
-_LAZY = {"cache_from_string": ".strings", "uncache_from_string": ".strings"}
+_LAZY = {
+    "cache_from_string": ".strings",
+    "from_specs": ".spec",
+    "uncache_from_string": ".strings",
+}
 
 
 def __getattr__(name: str) -> Any:

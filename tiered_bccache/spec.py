@@ -17,6 +17,13 @@ A cache is either an object of the application, named ``module:attribute`` (a
 ``memcached:host:port;prefix=NAME``   keys under ``NAME`` instead of ``tbc``
 ``memcached:host:port;timeout=0.5``   connect and read timeouts in seconds (also
                                       ``;connect_timeout=S``); options chain with ``;``
+``redis://host:port/db``              :class:`~tiered_bccache.RedisTier` on one server (the
+                                      URL as redis-py reads it: ``redis://:password@...``)
+``rediss://host:port/db``             ... over TLS
+``redis+unix:///path/redis.sock``     ... on a unix socket (``?db=N`` picks the database)
+``redis+cluster://h1:port,h2:port``   a Redis Cluster, from any of its nodes
+``redis://host:port/0;prefix=NAME``   the same ``;prefix=``, ``;timeout=``,
+                                      ``;connect_timeout=`` options as memcached's
 ===================================== =======================================================
 
 Sizes are a number of bytes with an optional suffix ``k``, ``M``, ``G`` (also ``KB``,
@@ -25,10 +32,15 @@ memcached's ``-m`` counts: ``64MB`` is 67108864 bytes. A ``,name=value`` option 
 of a filesystem spec is read as an option only when ``name`` is one the tier knows, so a
 path may hold commas.
 
+The list can live in the environment, as twelve-factor applications keep configuration:
+``$TIERED_BCCACHE_TIERS`` holds the specs separated by whitespace (spaces or newlines; so
+a path in a spec cannot hold a space), read by :func:`from_specs` when it is given no list.
+
 Example::
 
-    cache = load_cache(None, ["memory:512", "fs:/var/cache/app", "memcached:10.0.0.5:11211"],
+    cache = from_specs(["memory:512", "fs:/var/cache/app", "redis://10.0.0.5:6379/0"],
                        secret=key)
+    cache = from_specs()  # TIERED_BCCACHE_TIERS="memory:512 fs:/var/cache/app redis://..."
     cache = load_cache("myapp.templating:env", [])
 """
 
@@ -38,7 +50,8 @@ import importlib
 import os
 import re
 import sys
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment
 
@@ -49,7 +62,23 @@ from .tiers.filesystem import FileSystemTier
 from .tiers.memcached import MemcachedTier
 from .tiers.memory import MemoryTier
 
-__all__ = ["SPEC_HELP", "SpecError", "load_cache", "load_object", "parse_size", "parse_tier"]
+if TYPE_CHECKING:
+    from .tiers.redis import RedisTier
+
+__all__ = [
+    "SPEC_HELP",
+    "TIERS_ENV_VAR",
+    "SpecError",
+    "from_specs",
+    "load_cache",
+    "load_object",
+    "parse_size",
+    "parse_tier",
+    "split_specs",
+]
+
+#: The environment variable :func:`from_specs` reads the tier specs from.
+TIERS_ENV_VAR = "TIERED_BCCACHE_TIERS"
 
 #: The spec syntax in a few lines, for ``--help``.
 SPEC_HELP = """\
@@ -57,6 +86,8 @@ tier specs (repeat --tier, fastest first):
   memory | memory:512 | memory:bytes=64MB | memory:512,bytes=64MB
   fs | fs:/path | fs:/path,max_bytes=1GB
   memcached:host:port | memcached:host1:port,host2:port | ...;prefix=NAME;timeout=SECONDS
+  redis://host:port/db | rediss://host:port/db | redis+unix:///path.sock?db=N |
+  redis+cluster://host1:port,host2:port | ...;prefix=NAME;timeout=SECONDS
   sizes: bytes, or k/M/G (KB/MB/GB, KiB/MiB/GiB), powers of 1024
 or name an application's object as module:attribute: a TieredBytecodeCache, or a
 jinja2.Environment whose bytecode_cache is one (the current directory is importable)."""
@@ -96,16 +127,20 @@ def _count(text: str, *, what: str) -> int:
     return int(text)
 
 
-def parse_tier(spec: str, *, memcached_timeout: float | None = None) -> Tier:
+def parse_tier(
+    spec: str, *, memcached_timeout: float | None = None, redis_timeout: float | None = None
+) -> Tier:
     """Build one tier from its spec (see the module docstring for the syntax).
 
-    ``memcached_timeout`` replaces :class:`~tiered_bccache.MemcachedTier`'s default
+    ``memcached_timeout`` and ``redis_timeout`` replace the remote tiers' default
     timeouts (tens of milliseconds, sized for a page render) where the spec sets none: a
     command-line tool would rather wait than count a busy server as down.
 
     Raises :class:`SpecError` naming the spec for an unknown kind, a malformed option or
     size, or an argument the tier refuses.
     """
+    if not isinstance(spec, str):
+        raise SpecError(f"tier {spec!r}: a spec is a string, not a {type(spec).__name__}")
     kind, _, rest = spec.strip().partition(":")
     try:
         if kind == "memory":
@@ -114,13 +149,15 @@ def parse_tier(spec: str, *, memcached_timeout: float | None = None) -> Tier:
             return _filesystem(rest)
         if kind == "memcached":
             return _memcached(rest, memcached_timeout)
+        if kind in ("redis", "rediss", "redis+unix", "redis+cluster"):
+            return _redis(spec.strip(), redis_timeout)
     except SpecError as exc:
         raise SpecError(f"tier {spec!r}: {exc}") from None
     except ConfigurationError as exc:
         raise SpecError(f"tier {spec!r}: {exc}") from exc
     raise SpecError(
-        f"tier {spec!r}: unknown kind {kind!r}; expected memory[:...], fs[:PATH] or "
-        "memcached:HOST:PORT"
+        f"tier {spec!r}: unknown kind {kind!r}; expected memory[:...], fs[:PATH], "
+        "memcached:HOST:PORT, redis://HOST:PORT/DB or redis+cluster://HOST:PORT,..."
     )
 
 
@@ -162,8 +199,8 @@ def _seconds(text: str, *, what: str) -> float:
     return value
 
 
-def _memcached(rest: str, timeout: float | None) -> MemcachedTier:
-    servers, *options = rest.split(";")
+def _remote_options(options: list[str], timeout: float | None) -> dict[str, Any]:
+    """``;prefix=NAME``, ``;timeout=S``, ``;connect_timeout=S`` as keyword arguments."""
     kwargs: dict[str, Any] = {}
     if timeout is not None:
         kwargs["timeout"] = kwargs["connect_timeout"] = timeout
@@ -180,10 +217,76 @@ def _memcached(rest: str, timeout: float | None) -> MemcachedTier:
                 f"unknown option {option!r}; expected ;prefix=NAME, ;timeout=SECONDS or "
                 ";connect_timeout=SECONDS"
             )
+    return kwargs
+
+
+def _memcached(rest: str, timeout: float | None) -> MemcachedTier:
+    servers, *options = rest.split(";")
+    kwargs = _remote_options(options, timeout)
     addresses = [s.strip() for s in servers.split(",") if s.strip()]
     if not addresses:
         raise SpecError("expected memcached:HOST:PORT[,HOST:PORT...][;prefix=NAME]")
     return MemcachedTier(addresses if len(addresses) > 1 else addresses[0], **kwargs)
+
+
+def _redis(spec: str, timeout: float | None) -> RedisTier:
+    from .tiers.redis import RedisTier
+
+    url, *options = spec.split(";")
+    kwargs = _remote_options(options, timeout)
+    if url.startswith("redis+cluster://"):
+        nodes = [n.strip() for n in url.removeprefix("redis+cluster://").split(",") if n.strip()]
+        if not nodes:
+            raise SpecError("expected redis+cluster://HOST:PORT[,HOST:PORT...]")
+        return RedisTier(nodes, **kwargs)
+    if url.startswith("redis+unix://"):
+        url = "unix://" + url.removeprefix("redis+unix://")
+    elif not url.startswith(("redis://", "rediss://")):
+        raise SpecError("expected redis://HOST:PORT/DB, rediss://... or redis+unix:///PATH")
+    return RedisTier(url, **kwargs)
+
+
+def split_specs(text: str) -> list[str]:
+    """The specs in ``text``, separated by whitespace (as ``$TIERED_BCCACHE_TIERS``
+    holds them)."""
+    return text.split()
+
+
+def from_specs(
+    specs: Sequence[str] | str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **cache_options: Any,
+) -> TieredBytecodeCache:
+    """A :class:`~tiered_bccache.TieredBytecodeCache` over the tiers ``specs`` describe,
+    fastest first (the syntax is in this module's docstring)::
+
+        cache = from_specs(["memory:512", "fs:/var/cache/app", "redis://10.0.0.5:6379/0"],
+                           secret=key)
+
+    ``specs`` is a list of specs, or one string of specs separated by whitespace; None
+    (the default) reads that string from ``$TIERED_BCCACHE_TIERS`` in ``environ``
+    (default ``os.environ``). ``cache_options`` go to the cache unchanged (``secret``,
+    ``strict``, ``breaker_cooldown``...; without ``secret`` the cache reads
+    ``$TIERED_BCCACHE_SECRET``).
+
+    Raises :class:`SpecError` (a :class:`~tiered_bccache.ConfigurationError`) naming the
+    spec that is wrong, or when no spec is given; the cache's own configuration errors
+    pass through (:class:`~tiered_bccache.InsecureConfigurationError` for a shared tier
+    without a secret).
+    """
+    where = "specs"
+    if specs is None:
+        environ = os.environ if environ is None else environ
+        specs = environ.get(TIERS_ENV_VAR, "")
+        where = f"${TIERS_ENV_VAR}"
+    if isinstance(specs, str):
+        specs = split_specs(specs)
+    specs = list(specs)
+    if not specs:
+        raise SpecError(f"{where}: no tier spec given (e.g. 'memory:512 fs:/var/cache/app')")
+    tiers = [parse_tier(spec) for spec in specs]
+    return TieredBytecodeCache(tiers, **cache_options)
 
 
 def load_object(target: str) -> Any:
@@ -237,10 +340,11 @@ def load_cache(
     tier_specs: list[str],
     *,
     memcached_timeout: float | None = None,
+    redis_timeout: float | None = None,
     **options: Any,
 ) -> TieredBytecodeCache:
     """The cache named by ``target`` (``module:attribute``), or built from ``tier_specs``
-    (``memcached_timeout`` as for :func:`parse_tier`).
+    (``memcached_timeout`` and ``redis_timeout`` as for :func:`parse_tier`).
 
     ``options`` go to :class:`~tiered_bccache.TieredBytecodeCache` when the cache is built
     from specs (``secret``, ``allow_unsigned``, ``trace``...); options left at None or
@@ -264,7 +368,10 @@ def load_cache(
         return cache_of(load_object(target), target)
     if not tier_specs:
         raise SpecError("no cache given: name one as module:attribute or with tier specs")
-    tiers = [parse_tier(spec, memcached_timeout=memcached_timeout) for spec in tier_specs]
+    tiers = [
+        parse_tier(spec, memcached_timeout=memcached_timeout, redis_timeout=redis_timeout)
+        for spec in tier_specs
+    ]
     try:
         return TieredBytecodeCache(tiers, **given)
     except SpecError:
