@@ -1,6 +1,6 @@
 # Sourced by the other scripts: a virtualenv in .venv with the package and its extras,
-# and memcached from Debian's packages when it is missing. Works on a fresh machine
-# (Python 3.10+, root or sudo, Debian's packages and PyPI reachable).
+# and memcached and redis-server from Debian's packages when they are missing. Works on
+# a fresh machine (Python 3.10+, root or sudo, Debian's packages and PyPI reachable).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,8 +22,8 @@ VENV_PY="$PWD/.venv/bin/python"
 # for it: `bench --plot` is the only thing that needs it, and it is the heaviest extra.
 if [ -z "${EXTRAS:-}" ]; then
     case "$(basename "${BASH_SOURCE[1]:-}")" in
-        bench.sh) EXTRAS=test,prometheus ;;
-        *) EXTRAS=test,prometheus,plot ;;
+        bench.sh) EXTRAS=test,prometheus,redis ;;
+        *) EXTRAS=test,prometheus,plot,redis ;;
     esac
 fi
 "$VENV_PY" -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
@@ -32,5 +32,11 @@ if [ "${NEED_MEMCACHED:-1}" = 1 ] && ! command -v memcached >/dev/null 2>&1 && [
     apt_install memcached
     # Debian starts a system-wide memcached on 11211; the tests start their own.
     as_root systemctl disable --now memcached >/dev/null 2>&1 || true
+fi
+if [ "${NEED_REDIS:-1}" = 1 ] && ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+    apt_install redis-server
+    # Debian starts a system-wide redis on 6379; the tests and bench start their own.
+    as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
+    as_root service redis-server stop >/dev/null 2>&1 || true
 fi
 export PATH="$PWD/.venv/bin:$PATH"

@@ -17,8 +17,14 @@ from pathlib import Path
 import pytest
 from jinja2 import Environment, FileSystemLoader
 
-from tests.conftest import SECRET, MemcachedServer, free_port
-from tiered_bccache import FileSystemTier, MemcachedTier, MemoryTier, TieredBytecodeCache
+from tests.conftest import SECRET, MemcachedServer, RedisServer, free_port
+from tiered_bccache import (
+    FileSystemTier,
+    MemcachedTier,
+    MemoryTier,
+    RedisTier,
+    TieredBytecodeCache,
+)
 from tiered_bccache.cli import main
 from tiered_bccache.corpus import generate_corpus
 from tiered_bccache.secret import ENV_VAR
@@ -615,3 +621,50 @@ def test_debug_shows_the_traceback(app_dir: Path) -> None:
         assert result.returncode != 0
         assert "Traceback" in result.stderr
         assert "SpecError" in result.stderr
+
+
+# -- redis -----------------------------------------------------------------------------------
+
+
+def test_warm_stats_clear_with_a_redis_tier(
+    tmp_path: Path, templates: tuple[Path, list[str]], redis_server: RedisServer
+) -> None:
+    """warm fills a redis:// tier; stats shows the server's figures and the namespace
+    generation; clear bumps it, and an application then misses."""
+    directory, names = templates
+    prefix = "cli" + os.urandom(6).hex()
+    tiers = ["--tier", "memory", "--tier", f"{redis_server.url};prefix={prefix}"]
+    warm = run_cli("warm", str(directory), *tiers, "--jobs", "1")
+    assert warm.returncode == 0, warm.stderr
+    report = json.loads(run_cli("stats", *tiers, "--json").stdout)
+    remote = report["tiers"][1]
+    assert (remote["kind"], remote["reachable"], remote["prefix"]) == ("redis", True, prefix)
+    before = remote["generation"]
+    (server,) = remote["servers"]
+    assert server["keys"] >= len(names) and server["used_memory"] > 0
+    assert {"maxmemory", "evicted_keys", "keyspace_hits", "keyspace_misses"} <= set(server)
+    text = run_cli("stats", *tiers)
+    assert f"namespace generation {before}" in text.stdout and "used_memory" in text.stdout
+
+    clear = run_cli("clear", *tiers)
+    assert clear.returncode == 0, clear.stderr
+    assert f"namespace generation {before} -> {int(before) + 1}" in clear.stdout
+    app = TieredBytecodeCache([RedisTier(redis_server.url, prefix=prefix)], secret=SECRET)
+    load_all(app, directory, names)
+    assert app.stats().tiers[0].hits == 0
+
+
+def test_stats_and_clear_of_an_unreachable_redis_fail_in_one_line() -> None:
+    """A redis tier nobody answers: stats and clear exit 1 with one line naming it."""
+    tiers = ["--tier", f"redis://127.0.0.1:{free_port()}/0"]
+    for command in ("stats", "clear"):
+        result = run_cli(command, *tiers)
+        assert result.returncode == 1
+        assert "is unreachable" in one_line_error(result)
+
+
+def test_a_redis_url_given_as_the_cache_is_pointed_to_tier() -> None:
+    """A redis URL in the cache's place is a spec given without --tier: say so."""
+    result = run_cli("stats", "redis://127.0.0.1:6379/0")
+    assert result.returncode == 2
+    assert "pass it as --tier redis://127.0.0.1:6379/0" in one_line_error(result)

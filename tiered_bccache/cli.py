@@ -36,6 +36,7 @@ from .spec import SPEC_HELP, SpecError, load_cache, load_object
 from .tiers.filesystem import FileSystemTier
 from .tiers.memcached import MemcachedTier
 from .tiers.memory import MemoryTier
+from .tiers.redis import RedisTier
 
 if TYPE_CHECKING:
     from .tune import HitCurves
@@ -48,6 +49,8 @@ PLOT_HINT = "pip install 'tiered-bccache[plot]'"
 #: that must not wait; a batch command on a busy machine would rather wait a second than
 #: count a server as down and skip it.
 MEMCACHED_TIMEOUT = 1.0
+#: The same for Redis tiers.
+REDIS_TIMEOUT = 1.0
 
 logger = logging.getLogger("tiered_bccache")
 
@@ -422,8 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=_wrap(
             "Show, per tier, what is stored now (a memory tier only for a cache named "
             "module:attribute, as this process sees it; a filesystem tier's entries and "
-            "bytes; a memcached tier's reachability, server statistics and namespace "
-            "generation), then the counters of cache.stats() in this process."
+            "bytes; a memcached or redis tier's reachability, server statistics and "
+            "namespace generation), then the counters of cache.stats() in this process."
         ),
         epilog=_CACHE_EPILOG,
         formatter_class=raw,
@@ -435,11 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     clear = commands.add_parser(
         "clear",
-        help="empty every tier (memcached by bumping its namespace generation)",
+        help="empty every tier (memcached and redis by bumping their namespace generation)",
         description=_wrap(
             "Empty every tier of the cache: delete a filesystem tier's entries, bump a "
-            "memcached tier's namespace generation (never flush_all: other applications "
-            "may share the server; the old entries age out)."
+            "memcached or redis tier's namespace generation (never flush_all, FLUSHDB or "
+            "KEYS: other applications may share the server; the old entries age out)."
         ),
         epilog=_CACHE_EPILOG,
         formatter_class=raw,
@@ -485,7 +488,7 @@ def _read_secret(args: argparse.Namespace) -> bytes | None:
 
 def _load_cache(args: argparse.Namespace, target: str | None) -> TieredBytecodeCache:
     if target is not None:
-        if re.match(r"(memory|fs|filesystem|memcached)(:|$)", target):
+        if re.match(r"(memory|fs|filesystem|memcached|redis|rediss|redis\+\w+)(:|$)", target):
             raise usage_error(f"{target!r} looks like a tier spec: pass it as --tier {target}")
         given = [
             flag
@@ -508,6 +511,7 @@ def _load_cache(args: argparse.Namespace, target: str | None) -> TieredBytecodeC
             target,
             list(args.tier),
             memcached_timeout=MEMCACHED_TIMEOUT,
+            redis_timeout=REDIS_TIMEOUT,
             # A key from a variable is passed by the variable's name, so that a copy of
             # the cache (pickled to a worker) carries the name, not the key.
             secret=None if from_env else secret,
@@ -516,7 +520,7 @@ def _load_cache(args: argparse.Namespace, target: str | None) -> TieredBytecodeC
         )
     except InsecureConfigurationError as exc:
         raise usage_error(
-            f"a memcached tier is shared and needs a MAC key: set ${ENV_VAR} (at least "
+            f"a memcached or redis tier is shared and needs a MAC key: set ${ENV_VAR} (at least "
             f"{MIN_SECRET_BYTES} bytes, the same on every host), or use --secret-env VAR / "
             "--secret-file PATH; --allow-unsigned turns the check off (unsafe)"
         ) from exc
@@ -565,19 +569,19 @@ def _write_json(data: object, stream: IO[str]) -> None:
     stream.write("\n")
 
 
-def _memcached_tiers(cache: TieredBytecodeCache) -> list[MemcachedTier]:
-    return [t for t in cache.tiers if isinstance(t, MemcachedTier)]
+def _remote_tiers(cache: TieredBytecodeCache) -> list[MemcachedTier | RedisTier]:
+    return [t for t in cache.tiers if isinstance(t, (MemcachedTier, RedisTier))]
 
 
-def _generation(tier: MemcachedTier) -> str:
+def _generation(tier: MemcachedTier | RedisTier) -> str:
     """The tier's current namespace generation (this reads it from the server)."""
     return tier.generation()
 
 
 def _require_reachable(cache: TieredBytecodeCache) -> None:
-    """Fail fast, before any work, when a memcached tier cannot be reached: the cache
-    would otherwise only count the failures and go on."""
-    for tier in _memcached_tiers(cache):
+    """Fail fast, before any work, when a memcached or redis tier cannot be reached: the
+    cache would otherwise only count the failures and go on."""
+    for tier in _remote_tiers(cache):
         try:
             _generation(tier)
         except Exception as exc:
@@ -1111,6 +1115,18 @@ def _tier_report(tier: Any, named: bool) -> dict[str, object]:
             report["error"] = "; ".join(down)
         report["servers"] = servers
         return report
+    if isinstance(tier, RedisTier):
+        report = {"name": name, "kind": "redis", "prefix": tier.prefix}
+        try:
+            report["generation"] = _generation(tier)
+            report["servers"] = tier.server_stats()
+            report["reachable"] = True
+        except Exception as exc:
+            report.setdefault("generation", None)
+            report["servers"] = []
+            report["reachable"] = False
+            report["error"] = _describe_error(exc)
+        return report
     return {"name": name, "kind": type(tier).__name__}
 
 
@@ -1162,6 +1178,21 @@ def _print_stats(tiers: list[dict[str, Any]], counters: Any) -> None:
                     f" evictions {s['evictions']}, get_hits {s['get_hits']}, "
                     f"get_misses {s['get_misses']}"
                 )
+        elif t["kind"] == "redis":
+            generation = t["generation"] or "unknown (unreachable)"
+            print(f"   prefix {t['prefix']}, namespace generation {generation}")
+            if not t["reachable"]:
+                print(f"   unreachable: {t['error']}")
+            for s in t["servers"]:
+                maxmemory = s["maxmemory"] or 0
+                limit = f"{maxmemory} ({_human(maxmemory)})" if maxmemory else "0 (no limit)"
+                print(
+                    f"   server {s['server']} (the whole server, every prefix): keys "
+                    f"{s['keys']}, used_memory {s['used_memory']} "
+                    f"({_human(s['used_memory'] or 0)}), maxmemory {limit}, policy "
+                    f"{s['maxmemory_policy']}, evicted_keys {s['evicted_keys']}, "
+                    f"keyspace_hits {s['keyspace_hits']}, keyspace_misses {s['keyspace_misses']}"
+                )
     print()
     print(
         f"counters (this process): lookups {counters.lookups}, hits {counters.hits}, "
@@ -1190,7 +1221,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
         elif isinstance(tier, FileSystemTier):
             entries, nbytes = tier.size()
             before[id(tier)] = f"{entries} entries, {_human(nbytes)}"
-        elif isinstance(tier, MemcachedTier):
+        elif isinstance(tier, (MemcachedTier, RedisTier)):
             before[id(tier)] = f"namespace generation {_generation(tier)}"
     cache.clear()
     failed = []
@@ -1200,7 +1231,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
             failed.append(name)
             continue
         what = before.get(id(tier), "cleared")
-        if isinstance(tier, MemcachedTier):
+        if isinstance(tier, (MemcachedTier, RedisTier)):
             what += f" -> {_generation(tier)} (the old entries age out)"
         print(f"cleared {name}: {what}")
     for name in failed:
