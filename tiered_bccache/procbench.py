@@ -11,6 +11,8 @@ parent, in interleaved rounds with a rotating order. Contenders:
 python      the process with Jinja imported and nothing loaded (Python's floor)
 floor       bare files of marshalled code, read whole and unmarshalled, no checks: the
             physical limit of a cache on disk (its code imports nothing but Jinja)
+floor-signed the floor plus the two checks a shared cache cannot skip: an HMAC-SHA256
+            of the bytes read and a SHA-1 of the source (to notice an edit)
 none        no bytecode cache: every template compiled
 jinja-fs    Jinja's ``FileSystemBytecodeCache``, warm
 jinja-mc    Jinja's ``MemcachedBytecodeCache`` over pymemcache, warm
@@ -75,6 +77,36 @@ if kind == "floor":
                 f.write(marshal.dumps(bucket.code))
 
     cache = Floor()
+elif kind == "floor-signed":
+    import hmac, marshal, os
+    from hashlib import sha1, sha256
+    from jinja2.bccache import Bucket, BytecodeCache
+    key = bytes.fromhex(os.environ["TIERED_BCCACHE_SECRET"])
+
+    class SignedFloor(BytecodeCache):
+        def get_bucket(self, environment, name, filename, source):
+            bucket = Bucket(environment, name, "")
+            path = os.path.join(work, "floor-signed", name.replace("/", "__"))
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                return bucket
+            view = memoryview(data)
+            if hmac.compare_digest(hmac.digest(key, view[:-32], sha256), view[-32:]) and (
+                sha1(source.encode()).digest() == view[-52:-32]
+            ):
+                bucket.code = marshal.loads(view[:-52])
+            return bucket
+
+        def set_bucket(self, bucket):
+            source = bucket.environment.loader.get_source(bucket.environment, bucket.key)[0]
+            body = marshal.dumps(bucket.code) + sha1(source.encode()).digest()
+            path = os.path.join(work, "floor-signed", bucket.key.replace("/", "__"))
+            with open(path, "wb") as f:
+                f.write(body + hmac.digest(key, body, sha256))
+
+    cache = SignedFloor()
 elif kind == "jinja-fs":
     cache = jinja2.FileSystemBytecodeCache(work + "/jinja-fs")
 elif kind == "jinja-mc":
@@ -176,6 +208,12 @@ PROCESS_TARGETS = (
         "new process, warm [memory, fs] vs bare marshal files (floor)", "ours-fs", "floor", 1.07
     ),
     Target(
+        "new process, warm [memory, fs] vs the authenticated floor",
+        "ours-fs",
+        "floor-signed",
+        1.07,
+    ),
+    Target(
         "new process, warm [memory, memcached] vs Jinja's MemcachedBytecodeCache",
         "ours-mc",
         "jinja-mc",
@@ -213,29 +251,31 @@ class ProcessReport(NamedTuple):
             f"whole processes: {self.templates} templates loaded by a new process, "
             f"{rounds} rounds (median wall time; python = Jinja imported, nothing loaded)",
             "",
-            f"{'contender':<12} {'wall':>9} {'cpu':>9} {'vs jinja-fs':>12} {'vs floor':>9}",
+            f"{'contender':<13} {'wall':>9} {'cpu':>9} {'vs jinja-fs':>12} {'vs floor':>9}",
         ]
         for c in self.wall:
             vs = [self.ratio(c, "jinja-fs"), self.ratio(c, "floor")]
             cells = [f"{r[0]:.2f}x" if r else "" for r in vs]
             lines.append(
-                f"{c:<12} {statistics.median(self.wall[c]) * 1000:>7.1f}ms "
+                f"{c:<13} {statistics.median(self.wall[c]) * 1000:>7.1f}ms "
                 f"{statistics.median(self.cpu[c]) * 1000:>7.1f}ms {cells[0]:>12} {cells[1]:>9}"
             )
-        lines += ["", f"{'ratio':<22} {'median':>7} {'spread':>12}  {'target':<13} what"]
+        lines += ["", f"{'ratio':<24} {'median':>7} {'spread':>12}  {'target':<13} what"]
         for t in PROCESS_TARGETS:
             r = self.ratio(t.numerator, t.denominator)
             if r is None:
                 continue
             verdict = "met" if r[0] <= t.limit else "MISSED"
             lines.append(
-                f"{t.numerator}/{t.denominator:<10} {r[0]:>6.3f}x {r[1]:.2f}..{r[2]:.2f}"
+                f"{t.numerator}/{t.denominator:<12} {r[0]:>6.3f}x {r[1]:.2f}..{r[2]:.2f}"
                 f"  <= {t.limit:g}x {verdict:<6} {t.label}"
             )
         r = self.ratio("import-ours", "python", cpu=True)
         if r is not None:
             lines.append(f"  (in CPU time: {r[0]:.3f}x, {r[1]:.2f}..{r[2]:.2f})")
-        loads = [c for c in ("ours-fs", "jinja-fs", "floor", "none") if c in self.wall]
+        loads = [
+            c for c in ("ours-fs", "jinja-fs", "floor-signed", "floor", "none") if c in self.wall
+        ]
         if "python" in self.wall and len(loads) > 1:
             lines += ["", "what loading the templates adds to the process (minus python):"]
             base = self.wall["python"]
@@ -301,7 +341,7 @@ def run_process_bench(
     package = os.path.dirname(tiered_bccache.__file__)
     # As pip install does: no child compiles this package's modules on import.
     compileall.compile_dir(package, quiet=1)
-    for sub in ("floor", "jinja-fs", "ours-fs"):
+    for sub in ("floor", "floor-signed", "jinja-fs", "ours-fs"):
         os.makedirs(os.path.join(work, sub), exist_ok=True)
     child = os.path.join(work, "child.py")
     with open(child, "w", encoding="utf-8") as f:
@@ -312,7 +352,7 @@ def run_process_bench(
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["TIERED_BCCACHE_SECRET"] = secret.hex()
     prefix = "pb" + os.urandom(4).hex()
-    contenders = ["python", "import-ours", "floor", "jinja-fs", "ours-fs"]
+    contenders = ["python", "import-ours", "floor", "floor-signed", "jinja-fs", "ours-fs"]
     if compile_rounds:
         contenders.insert(2, "none")
     if memcached is not None:
