@@ -276,14 +276,33 @@ class RedisServer:
         return done.stdout.decode("utf-8", "replace")
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (the port + 10000) is free and valid too."""
+    for _ in range(1000):
+        port = free_port()
+        if port + 10000 < 65536 and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 def _running_redis(
     tmp_path_factory: pytest.TempPathFactory, count: int, extra_args: list[str]
 ) -> Iterator[list[RedisServer]]:
     _require_redis()
     servers: list[RedisServer] = []
+    cluster = "--cluster-enabled" in extra_args
     try:
         for _ in range(count):
-            port = free_port()
+            port = free_cluster_port() if cluster else free_port()
             directory = str(tmp_path_factory.mktemp(f"redis-{port}"))
             server = RedisServer(port, directory, list(extra_args))
             servers.append(server)
@@ -326,6 +345,10 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Red
         str(CLUSTER_NODE_TIMEOUT_MS),
         "--cluster-require-full-coverage",
         "no",
+        # A replica that never finished its first sync cannot take over: start the sync
+        # at once instead of after diskless sync's default 5 s delay.
+        "--repl-diskless-sync-delay",
+        "0",
     ]
     for servers in _running_redis(tmp_path_factory, 6, args):
         subprocess.run(
@@ -338,9 +361,15 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Red
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             states = [s.cli("cluster", "info") for s in servers]
-            if all("cluster_state:ok" in state for state in states):
+            links = [s.cli("info", "replication") for s in servers]
+            replicas = [r for r in links if "role:slave" in r]
+            if (
+                all("cluster_state:ok" in state for state in states)
+                and len(replicas) == 3
+                and all("master_link_status:up" in r for r in replicas)
+            ):
                 break
             time.sleep(0.1)
         else:
-            raise RuntimeError("the Redis Cluster did not reach cluster_state:ok in 30 s")
+            raise RuntimeError("the Redis Cluster was not ok and replicated within 30 s")
         yield servers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -247,8 +248,11 @@ class RedisTier:
                     socket_connect_timeout=self.connect_timeout,
                     socket_timeout=self.timeout,
                     max_connections=self.max_connections,
-                    connection_pool_class=self._redis.BlockingConnectionPool,
-                    timeout=self.pool_timeout,
+                    # Each node's pool; its wait for a free connection is bound here
+                    # because RedisCluster passes no pool options through.
+                    connection_pool_class=functools.partial(
+                        self._redis.BlockingConnectionPool, timeout=self.pool_timeout
+                    ),
                     retry=self._no_retry(),
                     # A slot without a master (mid-failover) fails its own keys only.
                     require_full_coverage=False,
