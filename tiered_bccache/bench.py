@@ -17,6 +17,10 @@ memory     ours, memory-tier hit
 fs         ours, filesystem-tier hit in a fresh process state (memory emptied before
            each load, so the hit includes the MAC check and the promotion)
 memcached  ours, memcached-tier hit, memory emptied likewise
+plain-redis the anchor for Redis: a bytecode cache as the existing Redis packages write it,
+           get/set of Jinja's own bucket format (``bytecode_to_string`` /
+           ``bytecode_from_string``) over a redis-py client with our options
+redis      ours, Redis-tier hit, memory emptied likewise
 ========== =============================================================================
 
 Then, unless ``processes`` is off, the whole-process run of
@@ -59,6 +63,7 @@ from .strbench import StringReport, run_string_bench
 from .tiers.filesystem import FileSystemTier
 from .tiers.memcached import MemcachedTier
 from .tiers.memory import MemoryTier
+from .tiers.redis import RedisTier
 
 __all__ = [
     "TARGETS",
@@ -87,6 +92,10 @@ class BenchConfig:
     rounds: int = 7
     memcached: str | None = None
     no_memcached: bool = False
+    #: A Redis ``host:port`` (default: a private ``redis-server`` when one is on PATH
+    #: and redis-py is installed).
+    redis: str | None = None
+    no_redis: bool = False
     directory: str | None = None
     secret: bytes | None = None
     threads: int = 4
@@ -119,6 +128,7 @@ TARGETS: tuple[Target, ...] = (
     Target("Jinja filesystem hit vs our filesystem hit", "jinja-fs", "fs", 2.0, False),
     Target("filesystem hit vs the authenticated floor", "fs", "floor-signed", 1.2, True),
     Target("memcached hit vs Jinja memcached hit", "memcached", "jinja-mc", 0.8, True),
+    Target("redis hit vs plain Redis bytecode cache hit", "redis", "plain-redis", 0.8, True),
     Target("compile vs cold start from our filesystem tier", "compile", "fs", 15.0, False),
 )
 
@@ -412,6 +422,74 @@ def _jinja_memcached_client(address: str) -> Any:
     )
 
 
+# -- redis --------------------------------------------------------------------------------
+
+
+@contextmanager
+def private_redis(binary: str | None = None) -> Iterator[str | None]:
+    """Start a redis-server of our own on a free loopback port (no persistence) for the
+    duration; yields its ``host:port``, or None when no ``redis-server`` is installed."""
+    binary = binary or shutil.which("redis-server")
+    if binary is None and os.path.exists("/usr/bin/redis-server"):
+        binary = "/usr/bin/redis-server"
+    if binary is None:
+        yield None
+        return
+    port = _free_port()
+    work = tempfile.mkdtemp(prefix="tbc-redis-")
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    args += ["--appendonly", "no", "--dir", work]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                time.sleep(0.02)
+        else:
+            raise RuntimeError(f"redis-server did not start on port {port}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class PlainRedisBytecodeCache(BytecodeCache):
+    """A Redis bytecode cache as the existing packages (jinja2-redis and the like) write
+    one: Jinja's own bucket format under ``prefix + bucket.key``, no MAC, no namespace.
+    The anchor of the ``redis`` row: what our Redis tier must beat."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        data = self.client.get(self.prefix + bucket.key)
+        if data is not None:
+            bucket.bytecode_from_string(data)
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self.client.set(self.prefix + bucket.key, bucket.bytecode_to_string())
+
+
+def _redis_client(address: str) -> Any:
+    # The options our RedisTier gives its own client, so that the comparison is of the
+    # caches, not of the client settings.
+    return RedisTier(f"redis://{address}/0").client
+
+
+def redis_available() -> bool:
+    """Whether redis-py is installed (the ``redis`` extra)."""
+    import importlib.util
+
+    return importlib.util.find_spec("redis") is not None
+
+
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -423,7 +501,12 @@ class _Contender:
 
 
 def _contenders(
-    stack: ExitStack, loader_dir: str, work: str, secret: bytes, mc_address: str | None
+    stack: ExitStack,
+    loader_dir: str,
+    work: str,
+    secret: bytes,
+    mc_address: str | None,
+    redis_address: str | None = None,
 ) -> list[_Contender]:
     def env(cache: BytecodeCache | None) -> Environment:
         return Environment(
@@ -471,6 +554,21 @@ def _contenders(
                 mc_memory.clear,
             )
         )
+    if redis_address is not None:
+        prefix = "bench" + secrets.token_hex(4)
+        client = _redis_client(redis_address)
+        stack.callback(client.close)
+        out.append(_Contender("plain-redis", env(PlainRedisBytecodeCache(client, f"{prefix}p/"))))
+        redis_memory = MemoryTier(max_entries=100_000)
+        redis_tier = RedisTier(f"redis://{redis_address}/0", prefix=prefix)
+        stack.callback(redis_tier.close)
+        out.append(
+            _Contender(
+                "redis",
+                env(TieredBytecodeCache([redis_memory, redis_tier], secret=secret)),
+                redis_memory.clear,
+            )
+        )
     return out
 
 
@@ -503,8 +601,24 @@ def run_bench(
                     "(apt-get install memcached, or pass --memcached HOST:PORT)"
                 )
                 log("tiered-bccache: " + notes[-1])
+        redis_address = None
+        if not config.no_redis:
+            if not redis_available():
+                notes.append(
+                    "redis-py is not installed: the redis rows are missing "
+                    "(pip install 'tiered-bccache[redis]')"
+                )
+                log("tiered-bccache: " + notes[-1])
+            else:
+                redis_address = config.redis or stack.enter_context(private_redis())
+                if redis_address is None:
+                    notes.append(
+                        "no redis-server on PATH: the redis rows are missing "
+                        "(apt-get install redis-server, or pass --redis HOST:PORT)"
+                    )
+                    log("tiered-bccache: " + notes[-1])
         secret = config.secret or secrets.token_bytes(32)
-        contenders = _contenders(stack, loader_dir, work, secret, mc_address)
+        contenders = _contenders(stack, loader_dir, work, secret, mc_address, redis_address)
         names = _loadable(contenders[0].env, names, notes)
         # Warm every cache once (and check that every contender renders the same).
         for i, c in enumerate(contenders):

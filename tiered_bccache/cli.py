@@ -304,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a memcached to use (default: start a private one if memcached is on PATH)",
     )
     mc.add_argument("--no-memcached", action="store_true", help="leave the memcached rows out")
+    rd = bench.add_mutually_exclusive_group()
+    rd.add_argument(
+        "--redis",
+        metavar="HOST:PORT",
+        help="a Redis to use (default: start a private one if redis-server is on PATH)",
+    )
+    rd.add_argument("--no-redis", action="store_true", help="leave the redis rows out")
     bench.add_argument(
         "--dir", metavar="DIR", help="where the filesystem caches live (default: a temp dir)"
     )
@@ -618,12 +625,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
             ) from exc
         finally:
             probe.close()
+    if args.redis is not None:
+        try:
+            parse_server(args.redis)
+            redis_probe = RedisTier(
+                f"redis://{args.redis}/0", timeout=REDIS_TIMEOUT, connect_timeout=REDIS_TIMEOUT
+            )
+        except ConfigurationError as exc:
+            raise usage_error(f"--redis: {exc}") from exc
+        try:
+            redis_probe.client.ping()
+        except Exception as exc:
+            raise CommandError(
+                f"redis at {args.redis} is unreachable: {_describe_error(exc)}"
+            ) from exc
+        finally:
+            redis_probe.close()
     config = BenchConfig(
         templates=args.templates,
         count=args.count,
         rounds=args.rounds,
         memcached=args.memcached,
         no_memcached=args.no_memcached,
+        redis=args.redis,
+        no_redis=args.no_redis,
         directory=args.dir,
         secret=_read_secret(args),
         threads=args.threads,
