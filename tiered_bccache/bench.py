@@ -42,6 +42,7 @@ import marshal
 import os
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -429,16 +430,26 @@ def _jinja_memcached_client(address: str) -> Any:
 def private_redis(binary: str | None = None) -> Iterator[str | None]:
     """Start a redis-server of our own on a free loopback port (no persistence) for the
     duration; yields its ``host:port``, or None when no ``redis-server`` is installed."""
+    with private_redis_process(binary) as started:
+        yield None if started is None else started[0]
+
+
+@contextmanager
+def private_redis_process(
+    binary: str | None = None, extra_args: tuple[str, ...] = (), port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]] | None]:
+    """Like :func:`private_redis`, yielding the address and the process (for the fault
+    figures, which stop and kill it)."""
     binary = binary or shutil.which("redis-server")
     if binary is None and os.path.exists("/usr/bin/redis-server"):
         binary = "/usr/bin/redis-server"
     if binary is None:
         yield None
         return
-    port = _free_port()
+    port = port or _free_port()
     work = tempfile.mkdtemp(prefix="tbc-redis-")
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    args += ["--appendonly", "no", "--dir", work]
+    args += ["--appendonly", "no", "--dir", work, *extra_args]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
@@ -452,8 +463,9 @@ def private_redis(binary: str | None = None) -> Iterator[str | None]:
                 time.sleep(0.02)
         else:
             raise RuntimeError(f"redis-server did not start on port {port}")
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", proc
     finally:
+        proc.send_signal(signal.SIGCONT)
         proc.kill()
         proc.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
@@ -786,3 +798,153 @@ def _describe_machine() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
     }
+
+
+# -- Redis fault figures ------------------------------------------------------------------
+
+
+def _cold_load(names: list[str], loader_dir: str, tiers: list[Any], secret: bytes) -> float:
+    """Seconds to load every template with a new cache over ``tiers`` (a new process's
+    first page views): with Redis unusable, every template compiles."""
+    cache = TieredBytecodeCache(tiers, secret=secret)
+    env = Environment(loader=FileSystemLoader(loader_dir), bytecode_cache=cache, cache_size=0)
+    started = time.perf_counter()
+    for name in names:
+        env.get_template(name)
+    return time.perf_counter() - started
+
+
+def redis_fault_figures(count: int = 36, rounds: int = 7) -> dict[str, Any]:
+    """Cold loads with a SIGSTOPped and a killed Redis against no Redis tier at all
+    (interleaved rounds, ratios per round, median and spread), and a 3-master cluster
+    with replicas losing the master of the generation key mid-run: the exceptions that
+    reached a render (must be 0) and the seconds until Redis hits resume."""
+    secret = secrets.token_bytes(32)
+    with ExitStack() as stack:
+        work = stack.enter_context(tempfile.TemporaryDirectory(prefix="tbc-faults-"))
+        loader_dir = os.path.join(work, "templates")
+        names = generate_corpus(loader_dir, count=count)
+        hung = stack.enter_context(private_redis_process())
+        if hung is None:
+            raise RuntimeError("redis-server is not installed")
+        hung[1].send_signal(signal.SIGSTOP)
+        dead = f"redis://127.0.0.1:{_free_port()}/0"
+        samples: dict[str, list[float]] = {"none": [], "sigstop": [], "killed": []}
+        modes = list(samples)
+        for r in range(rounds):
+            for mode in modes[r % 3 :] + modes[: r % 3]:
+                tiers: list[Any] = [MemoryTier()]
+                if mode == "sigstop":
+                    tiers.append(RedisTier(f"redis://{hung[0]}/0", prefix=f"r{r}"))
+                elif mode == "killed":
+                    tiers.append(RedisTier(dead, prefix=f"r{r}"))
+                samples[mode].append(_cold_load(names, loader_dir, tiers, secret))
+        ratios = {
+            mode: sorted(a / b for a, b in zip(samples[mode], samples["none"], strict=True))
+            for mode in ("sigstop", "killed")
+        }
+        out: dict[str, Any] = {
+            "templates": len(names),
+            "cold_load_none_ms": statistics.median(samples["none"]) * 1000,
+            **{
+                f"{mode}_vs_none": {
+                    "median": statistics.median(v),
+                    "min": v[0],
+                    "max": v[-1],
+                }
+                for mode, v in ratios.items()
+            },
+        }
+        out["cluster"] = _cluster_failover(stack, names, loader_dir, secret)
+        return out
+
+
+def _cluster_failover(
+    stack: ExitStack, names: list[str], loader_dir: str, secret: bytes
+) -> dict[str, Any]:
+    """Kill the master holding the generation key of a 3+3 cluster mid-run."""
+    args = (
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "1000",
+        "--cluster-require-full-coverage",
+        "no",
+        "--repl-diskless-sync-delay",
+        "0",
+    )
+    nodes = []
+    for _ in range(6):
+        port = _free_port()
+        while port + 10000 > 65535:
+            port = _free_port()
+        started = stack.enter_context(private_redis_process(extra_args=args, port=port))
+        assert started is not None
+        nodes.append(started)
+    addresses = [address for address, _ in nodes]
+    subprocess.run(
+        ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "1"]
+        + ["--cluster-yes"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        infos = [
+            subprocess.run(
+                ["redis-cli", "-p", a.rsplit(":", 1)[1], "info", "replication"],
+                capture_output=True,
+                timeout=10,
+            ).stdout
+            for a in addresses
+        ]
+        if sum(b"master_link_status:up" in i for i in infos) == 3:
+            break
+        time.sleep(0.1)
+    memory = MemoryTier()
+    tier = RedisTier(addresses[:2], prefix="failover")
+    cache = TieredBytecodeCache([memory, tier], secret=secret, breaker_cooldown=1.0)
+    env = Environment(loader=FileSystemLoader(loader_dir), bytecode_cache=cache, cache_size=0)
+    for name in names:
+        env.get_template(name)
+    node = tier.client.get_node_from_key(f"{tier.prefix}:gen")
+    victim = next(p for a, p in nodes if a == f"{node.host}:{node.port}")
+    victim.kill()
+    killed = time.monotonic()
+    render_errors = 0
+    resumed: float | None = None
+    loads = 0
+    while time.monotonic() - killed < 60:
+        memory.clear()
+        before = cache.stats().tiers[1]
+        for name in names[:4]:
+            try:
+                env.get_template(name)
+            except Exception:
+                render_errors += 1
+            loads += 1
+        after = cache.stats().tiers[1]
+        if after.hits - before.hits == 4 and after.errors == before.errors:
+            resumed = time.monotonic() - killed
+            break
+        time.sleep(0.01)
+    tier.close()
+    return {
+        "render_errors": render_errors,
+        "loads_during_failover": loads,
+        "seconds_until_hits_resume": resumed,
+        "tier_errors_counted": cache.stats().tiers[1].errors,
+        "cluster_node_timeout_ms": 1000,
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover - a measurement, run by hand
+    import json
+    import sys
+
+    if sys.argv[1:] != ["redis-faults"]:
+        raise SystemExit("usage: python -m tiered_bccache.bench redis-faults")
+    print(json.dumps(redis_fault_figures(), indent=2))

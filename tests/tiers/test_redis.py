@@ -324,8 +324,10 @@ def test_bad_configuration_is_refused_at_construction(
 
 def test_client_that_decodes_responses_is_refused() -> None:
     """A ready client with decode_responses=True would return str: refused up front."""
+    client = redis.Redis(decode_responses=True)
     with pytest.raises(ConfigurationError, match="decode"):
-        RedisTier(redis.Redis(decode_responses=True))
+        RedisTier(client)
+    client.close()
 
 
 def test_building_a_tier_opens_no_connection() -> None:
@@ -361,15 +363,19 @@ def test_tier_pickles_by_configuration(redis_server: RedisServer) -> None:
     copy = pickle.loads(pickle.dumps(tier))
     assert (copy.prefix, copy.expire, copy.timeout) == (prefix, 60, 1.0)
     assert copy.get("k") == b"v"
+    client = redis.Redis(port=redis_server.port)
     with pytest.raises(TypeError, match="ready client"):
-        pickle.dumps(RedisTier(redis.Redis(port=redis_server.port)))
+        pickle.dumps(RedisTier(client))
+    client.close()
 
 
 def test_ready_client_is_used_as_given(redis_server: RedisServer) -> None:
     """A ready redis.Redis works as the tier's client."""
-    tier = RedisTier(redis.Redis(port=redis_server.port), prefix=new_prefix())
+    client = redis.Redis(port=redis_server.port)
+    tier = RedisTier(client, prefix=new_prefix())
     tier.set("k", b"v")
     assert tier.get("k") == b"v"
+    client.close()
 
 
 def test_server_stats_report_the_servers_figures(redis_server: RedisServer) -> None:
@@ -395,3 +401,20 @@ def test_import_tiered_bccache_leaves_redis_unloaded() -> None:
     code = "import sys, tiered_bccache; tiered_bccache.MemcachedTier; print('redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
     assert out.stdout.strip() == b"False"
+
+
+def test_a_hung_server_raises_pythons_timeout_error(redis_private: RedisServer) -> None:
+    """A read timeout reaches the cache as a built-in TimeoutError (redis-py's is not
+    one), so the breaker opens on the first timeout."""
+    tier = RedisTier(redis_private.url, prefix=new_prefix())
+    tier.set("k", b"v")
+    redis_private.pause()
+    try:
+        with pytest.raises(TimeoutError):
+            tier.get("k")
+        with pytest.raises(TimeoutError):
+            tier.set("k", b"v")
+        with pytest.raises(TimeoutError):
+            tier.delete("k")
+    finally:
+        redis_private.resume()

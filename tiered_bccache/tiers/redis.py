@@ -174,7 +174,9 @@ class RedisTier:
             self._target = target
             self._client = self._make_client(target)
             self.name = _without_password(target)
-            weakref.finalize(self, self._client.close)
+            # Connections we opened are closed when the tier goes away (Redis.close()
+            # leaves a pool it was given open).
+            weakref.finalize(self, self._client.connection_pool.disconnect)
         elif isinstance(target, Sequence) and not isinstance(target, (bytes, bytearray)):
             self._target = list(target)
             if not self._target:
@@ -364,6 +366,8 @@ class RedisTier:
     def get(self, key: str) -> bytes | None:
         try:
             value = self.client.get(self.key(key))
+        except self._redis.exceptions.TimeoutError as exc:
+            raise _timeout(exc) from exc
         except self._redis.exceptions.ResponseError as exc:
             if not _wrong_type(exc):
                 raise
@@ -384,21 +388,28 @@ class RedisTier:
         return None
 
     def set(self, key: str, value: bytes) -> None:
-        name = self.key(key)
-        # After a restart the generation key is gone; a process starting now would pick
-        # a new generation and orphan what the running ones write. Putting ours back (a
-        # no-op while the key exists) in the same round trip keeps them in agreement.
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(name, value, ex=self.expire or None)
-        pipe.set(self._gen_key, self._gen, nx=True)
-        stored, restored = pipe.execute()
+        try:
+            name = self.key(key)
+            # After a restart the generation key is gone; a process starting now would
+            # pick a new generation and orphan what the running ones write. Putting ours
+            # back (a no-op while the key exists) in the same round trip keeps them in
+            # agreement.
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(name, value, ex=self.expire or None)
+            pipe.set(self._gen_key, self._gen, nx=True)
+            stored, restored = pipe.execute()
+        except self._redis.exceptions.TimeoutError as exc:
+            raise _timeout(exc) from exc
         if not stored:
             raise ConnectionError(f"redis did not store {len(value)} bytes")
         if restored:
             self.events["generation_repaired"] += 1
 
     def delete(self, key: str) -> None:
-        self.client.delete(self.key(key))
+        try:
+            self.client.delete(self.key(key))
+        except self._redis.exceptions.TimeoutError as exc:
+            raise _timeout(exc) from exc
 
     def clear(self) -> None:
         """Bump the generation: one past the current one. Clears racing each other may
@@ -467,6 +478,13 @@ class RedisTier:
             # A cluster client has no pool of its own; closing it drops its nodes'
             # connections, and the next use connects again.
             client.close()
+
+
+def _timeout(exc: BaseException) -> TimeoutError:
+    """redis-py's TimeoutError as Python's: it is not one, and the cache opens a tier's
+    breaker at once on a TimeoutError (a hung server would otherwise cost a page a
+    second timeout before the breaker opened)."""
+    return TimeoutError(f"redis: {exc}")
 
 
 def _without_password(url: str) -> str:
