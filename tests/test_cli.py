@@ -406,7 +406,9 @@ def test_tune_simulates_a_zipf_workload_over_a_directory(
 # -- bench -----------------------------------------------------------------------------------
 
 
-def test_bench_prints_the_table_and_writes_json(tmp_path: Path, memcached: MemcachedServer) -> None:
+def test_bench_prints_the_table_and_writes_json(
+    tmp_path: Path, memcached: MemcachedServer, redis_server: RedisServer
+) -> None:
     """bench --quick prints the table on stdout, the bar on stderr, and writes --json."""
     out = tmp_path / "bench.json"
     result = run_cli(
@@ -416,6 +418,8 @@ def test_bench_prints_the_table_and_writes_json(tmp_path: Path, memcached: Memca
         "3",
         "--memcached",
         memcached.address,
+        "--redis",
+        redis_server.address,
         "--dir",
         str(tmp_path / "work"),
         "--json",
@@ -423,11 +427,12 @@ def test_bench_prints_the_table_and_writes_json(tmp_path: Path, memcached: Memca
         "--progress",
     )
     assert result.returncode == 0, result.stderr
-    for contender in ("compile", "jinja-fs", "memory", "fs", "memcached"):
+    for contender in ("compile", "jinja-fs", "memory", "fs", "memcached", "plain-redis", "redis"):
         assert f"\n{contender} " in result.stdout
     assert "\rrounds" in result.stderr
     report = json.loads(out.read_text())
-    assert set(report["contenders"]) >= {"memory", "fs", "memcached"}
+    assert set(report["contenders"]) >= {"memory", "fs", "memcached", "plain-redis", "redis"}
+    assert "redis/plain-redis" in result.stdout
     # The whole-process table, with every contender timed in every round.
     assert "whole processes: 3 templates loaded by a new process" in result.stdout
     wall = report["processes"]["wall_s"]
@@ -436,6 +441,7 @@ def test_bench_prints_the_table_and_writes_json(tmp_path: Path, memcached: Memca
         "import-ours",
         "none",
         "floor",
+        "floor-signed",
         "jinja-fs",
         "ours-fs",
         "jinja-mc",
