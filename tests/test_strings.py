@@ -39,6 +39,11 @@ from tiered_bccache import (
 from tiered_bccache.trace import read_trace
 from tiered_bccache.tune import hit_curves
 
+#: Generous timeouts: these tests count hits and misses exactly, and the production
+#: defaults (50 ms, the breaker opening on the first timeout) would count a stall of a
+#: loaded CI machine as a tier error.
+GENEROUS: dict[str, Any] = {"connect_timeout": 5.0, "timeout": 5.0}
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SOURCE = "{{ greeting }}, {{ user|title }}! {% for i in items %}[{{ i }}]{% endfor %} {{ site }}"
@@ -96,7 +101,9 @@ def restartable(
     else:
         server: MemcachedServer = request.getfixturevalue("memcached")
         prefix: str = request.getfixturevalue("mc_prefix")
-        yield lambda: make_cache([MemcachedTier(server.address, prefix=prefix)], string_admission=1)
+        yield lambda: make_cache(
+            [MemcachedTier(server.address, prefix=prefix, **GENEROUS)], string_admission=1
+        )
 
 
 @pytest.mark.parametrize(
@@ -186,7 +193,11 @@ def test_a_string_that_does_not_compile_raises_as_jinja_every_time_and_stores_no
         Environment().from_string(source)
     memory = MemoryTier()
     cache = make_cache(
-        [memory, FileSystemTier(tmp_path), MemcachedTier(memcached.address, prefix=mc_prefix)],
+        [
+            memory,
+            FileSystemTier(tmp_path),
+            MemcachedTier(memcached.address, prefix=mc_prefix, **GENEROUS),
+        ],
         string_admission=1,
     )
     env = Environment(bytecode_cache=cache)
