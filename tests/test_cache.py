@@ -865,3 +865,20 @@ def test_probe_interrupted_by_a_base_exception_is_handed_back() -> None:
     tier.mode = "ok"
     assert render(cache) == EXPECTED
     assert cache.stats().tiers[0].breaker == "closed"
+
+
+def test_from_specs_builds_the_tiers_and_passes_the_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TieredBytecodeCache.from_specs builds the listed tiers in order with the cache's
+    options, and with no list reads $TIERED_BCCACHE_TIERS."""
+    cache = TieredBytecodeCache.from_specs(
+        ["memory:7", f"fs:{tmp_path / 'a'}"], secret=SECRET, string_admission=1
+    )
+    assert [type(t).__name__ for t in cache.tiers] == ["MemoryTier", "FileSystemTier"]
+    assert render(cache) == EXPECTED
+    monkeypatch.setenv("TIERED_BCCACHE_TIERS", f"fs:{tmp_path / 'b'}")
+    from_env = TieredBytecodeCache.from_specs(secret=SECRET)
+    assert [t.directory for t in from_env.tiers] == [str(tmp_path / "b")]  # type: ignore[attr-defined]
+    with pytest.raises(ConfigurationError, match="bogus"):
+        TieredBytecodeCache.from_specs(["bogus:1"])

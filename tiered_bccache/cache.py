@@ -8,7 +8,7 @@ import os
 import time
 import types
 import weakref
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from hashlib import sha1
 from typing import TYPE_CHECKING, Any
 
@@ -272,6 +272,23 @@ class TieredBytecodeCache(BytecodeCache):
         self._reset_totals()
         if trace is not None:
             self.start_trace(trace)
+
+    @classmethod
+    def from_specs(
+        cls,
+        specs: Sequence[str] | str | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> TieredBytecodeCache:
+        """A cache built from tier specs, fastest first (``["memory:512",
+        "fs:/var/cache/app", "redis://10.0.0.5:6379/0"]``, or one whitespace-separated
+        string); with none, from ``$TIERED_BCCACHE_TIERS``. ``options`` are this class's
+        keyword arguments (``secret=``...). See :func:`tiered_bccache.spec.from_specs`
+        for the syntax; a wrong spec raises ``ConfigurationError`` naming it."""
+        from .spec import from_specs
+
+        return from_specs(specs, environ=environ, **options)
 
     # -- pickling: a copy is the configuration, with empty memory and fresh connections --
 
