@@ -22,6 +22,7 @@ from fractions import Fraction
 from itertools import accumulate, zip_longest
 from operator import itemgetter
 
+from .humanize import human_bytes
 from .trace import TraceRecord
 
 __all__ = [
@@ -299,10 +300,10 @@ def format_report(curves: HitCurves, *, share: float = 0.95) -> str:
         return f"{size:>11}  {100 * hits / curves.accesses:8.1f}%{'*' if recommended else ' '}"
 
     left = [cell(str(c), curves.entry_hits[c - 1], c == rec.max_entries) for c in entry_sizes]
-    right = [cell(_human(c), byte_curve.hits_at(c), c == rec.max_bytes) for c in byte_sizes]
+    right = [cell(human_bytes(c), byte_curve.hits_at(c), c == rec.max_bytes) for c in byte_sizes]
     lines = [
-        f"{curves.accesses} accesses, {m} distinct keys ({_human(total)}), "
-        f"largest entry {_human(byte_curve.max_size)}",
+        f"{curves.accesses} accesses, {m} distinct keys ({human_bytes(total)}), "
+        f"largest entry {human_bytes(byte_curve.max_size)}",
         f"best possible hit ratio {100 * rec.best_hit_ratio:.1f}% (only the {m} compulsory misses)",
         "",
         f"{'max_entries':>11}  {'hit ratio':>9}    {'max_bytes':>11}  {'hit ratio':>9}",
@@ -313,21 +314,9 @@ def format_report(curves: HitCurves, *, share: float = 0.95) -> str:
         "",
         f"* recommended for {100 * share:g}% of the best: "
         f"max_entries={rec.max_entries} ({100 * rec.entries_hit_ratio:.1f}%), "
-        f"max_bytes={rec.max_bytes} ({_human(rec.max_bytes)}, {100 * rec.bytes_hit_ratio:.1f}%)",
+        f"max_bytes={rec.max_bytes} ({human_bytes(rec.max_bytes)}, {100 * rec.bytes_hit_ratio:.1f}%)",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _human(nbytes: int) -> str:
-    """``nbytes`` in B, KiB, MiB or GiB, with one decimal above bytes."""
-    if nbytes < 1024:
-        return f"{nbytes} B"
-    value = float(nbytes)
-    for unit in ("KiB", "MiB", "GiB"):
-        value /= 1024
-        if value < 1024 or unit == "GiB":
-            break
-    return f"{value:.1f} {unit}"
 
 
 def zipf_trace(
