@@ -314,7 +314,8 @@ def format_report(curves: HitCurves, *, share: float = 0.95) -> str:
         "",
         f"* recommended for {100 * share:g}% of the best: "
         f"max_entries={rec.max_entries} ({100 * rec.entries_hit_ratio:.1f}%), "
-        f"max_bytes={rec.max_bytes} ({human_bytes(rec.max_bytes)}, {100 * rec.bytes_hit_ratio:.1f}%)",
+        f"max_bytes={rec.max_bytes} ({human_bytes(rec.max_bytes)}, "
+        f"{100 * rec.bytes_hit_ratio:.1f}%)",
     ]
     return "\n".join(lines) + "\n"
 
