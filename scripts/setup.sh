@@ -17,16 +17,9 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; "$PYTHON" -m venv .venv; }
 fi
 VENV_PY="$PWD/.venv/bin/python"
-# Every extra by default: under CI=true the plot and Prometheus tests fail rather than
-# skip without theirs. The benchmark (bench.sh) leaves matplotlib out unless EXTRAS asks
-# for it: `bench --plot` is the only thing that needs it, and it is the heaviest extra.
-if [ -z "${EXTRAS:-}" ]; then
-    case "$(basename "${BASH_SOURCE[1]:-}")" in
-        bench.sh) EXTRAS=test,prometheus,redis ;;
-        *) EXTRAS=test,prometheus,plot,redis ;;
-    esac
-fi
-"$VENV_PY" -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
+# Every extra by default: under CI=true the plot, Prometheus, Flask and Django tests fail
+# rather than skip without theirs. bench.sh asks for what the benchmark needs only.
+"$VENV_PY" -m pip install -q --disable-pip-version-check -e ".[${EXTRAS:-test,prometheus,plot,redis}]"
 
 if [ "${NEED_MEMCACHED:-1}" = 1 ] && ! command -v memcached >/dev/null 2>&1 && [ ! -x /usr/bin/memcached ]; then
     apt_install memcached
