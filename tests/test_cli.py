@@ -25,8 +25,8 @@ from tiered_bccache import (
     RedisTier,
     TieredBytecodeCache,
 )
+from tiered_bccache.benchkit.corpus import generate_corpus
 from tiered_bccache.cli import main
-from tiered_bccache.corpus import generate_corpus
 from tiered_bccache.secret import ENV_VAR
 
 REPO = Path(__file__).resolve().parents[1]

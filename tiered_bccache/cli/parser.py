@@ -1,0 +1,374 @@
+"""The ``tiered-bccache`` argument parser and its help texts.
+
+Each command is registered with the ``run`` function of its own module (``bench``,
+``tune``, ``warm``, ``inspect``); :func:`~tiered_bccache.cli.main` calls what the parsed
+arguments name."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
+
+from .. import __version__
+from ..secret import ENV_VAR, MIN_SECRET_BYTES
+from ..spec import SPEC_HELP
+from . import bench, inspect, tune, warm
+from .common import MEMCACHED_TIMEOUT, PLOT_HINT
+from .errors import PROG
+
+__all__ = ["build_parser"]
+
+
+# -- argument types -----------------------------------------------------------------------
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1], e.g. 0.95")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+# -- the parser -----------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one ``tiered-bccache: error: ...`` line."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = f" (see '{self.prog} --help')"
+        self.exit(2, f"{PROG}: error: {message}{hint}\n")
+
+
+if TYPE_CHECKING:
+    _Commands = argparse._SubParsersAction[_Parser]
+
+
+# The help texts are written as printed, wrapped at 88 columns.
+
+_DESCRIPTION = """\
+A tiered, authenticated bytecode cache for Jinja2: benchmark it, size it from a trace,
+warm it, inspect and clear it. 'tiered-bccache COMMAND --help' says more."""
+
+_EXIT_STATUS = """\
+exit status: 0 success, 1 failure at run time (a server unreachable, a template that
+does not compile), 2 usage or configuration error."""
+
+_SECRET_HELP = f"""\
+secret: entries in files and memcached are signed with a key of at least
+{MIN_SECRET_BYTES} bytes, the same on every host: ${ENV_VAR} by default (the library reads
+it by itself), --secret-env VAR or --secret-file PATH; with no key a filesystem-only
+cache uses a random per-host key kept in its directory, and a memcached tier is refused
+unless --allow-unsigned (unsafe: whoever can write to memcached runs code)."""
+
+
+_CACHE_EPILOG = (
+    f"{SPEC_HELP}\n\nmemcached timeouts: {MEMCACHED_TIMEOUT:g} s here unless ;timeout= says "
+    "otherwise (the library's\ndefault is tens of milliseconds, for page renders)."
+    f"\n\n{_SECRET_HELP}\n\n{_EXIT_STATUS}"
+)
+
+
+def _common(debug: bool) -> _Parser:
+    parent = _Parser(add_help=False)
+    parent.add_argument(
+        "--debug",
+        action="store_true",
+        # The subcommands' copy must not reset a --debug given before the subcommand.
+        default=False if debug else argparse.SUPPRESS,
+        help="show tracebacks instead of one-line errors, and debug logging",
+    )
+    return parent
+
+
+_TARGET_HELP = "module:attribute naming a TieredBytecodeCache or a jinja2.Environment using it"
+
+
+def _add_cache_options(parser: argparse.ArgumentParser, *, positional: bool) -> None:
+    group = parser.add_argument_group("the cache (module:attribute, or --tier specs)")
+    if positional:
+        group.add_argument(
+            "cache",
+            nargs="?",
+            metavar="CACHE",
+            help=_TARGET_HELP,
+        )
+    else:
+        group.add_argument(
+            "--cache",
+            metavar="CACHE",
+            help=_TARGET_HELP,
+        )
+    group.add_argument(
+        "--tier",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="a tier, fastest first (repeat); see the syntax below",
+    )
+    group.add_argument(
+        "--secret-env",
+        metavar="VAR",
+        default=ENV_VAR,
+        help=f"read the MAC key from this environment variable (default {ENV_VAR})",
+    )
+    group.add_argument("--secret-file", metavar="PATH", help="read the MAC key from a file")
+    group.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="accept a memcached tier without a key (unsafe)",
+    )
+
+
+def _command(
+    commands: _Commands,
+    common: _Parser,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    text: str,
+    epilog: str = _EXIT_STATUS,
+) -> _Parser:
+    """Register the command ``name``, carried out by ``run`` (the entry point of its
+    module). ``text`` is its line in the top-level help, a blank line, and its
+    description as ``COMMAND --help`` prints it; every command takes ``common``'s options."""
+    summary, _, description = text.partition("\n\n")
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.set_defaults(run=run)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tiered-bccache`` argument parser."""
+    common = _common(debug=False)
+    parser = _Parser(
+        prog=PROG,
+        description=_DESCRIPTION,
+        epilog=_EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common(debug=True)],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    for add in (_add_bench, _add_tune, _add_warm, _add_stats, _add_clear):
+        add(commands, common)
+    return parser
+
+
+def _number(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    parse: Callable[[str], object],
+    default: object,
+    metavar: str,
+    what: str,
+) -> None:
+    """An option taking a number, its default said at the end of its help."""
+    text = f"{what} (default {default})"
+    parser.add_argument(flag, type=parse, default=default, metavar=metavar, help=text)
+
+
+# -- the commands: their help texts and options ---------------------------------------------
+# Each text is the command's line in the top-level help, a blank line, its description.
+
+_BENCH = """\
+time every way of loading a template (ours, Jinja's, the floors)
+
+Time template loads through every contender (no cache, Jinja's filesystem and memcached
+caches, the dict and marshal-file floors, our memory, filesystem and memcached tiers) in
+one interleaved run; then time whole new processes loading every template (ours, Jinja's
+caches, no cache, the bare-file floor), the import cost and a new Environment's first
+template. Tables go to stdout, the progress bar to stderr."""
+
+
+def _add_bench(commands: _Commands, common: _Parser) -> None:
+    parser = _command(commands, common, "bench", bench.run, _BENCH)
+    parser.add_argument(
+        "--templates", metavar="DIR", help="a template directory (default: a generated corpus)"
+    )
+    _number(parser, "--count", _positive_int, 36, "N", "templates in the generated corpus")
+    _number(parser, "--rounds", _positive_int, 7, "N", "rounds")
+    _number(parser, "--threads", _positive_int, 4, "N", "threads")
+    _server_options(parser, "memcached", "a memcached", "memcached")
+    _server_options(parser, "redis", "a Redis", "redis-server")
+    parser.add_argument(
+        "--dir", metavar="DIR", help="where the filesystem caches live (default: a temp dir)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a short run (3 rounds)")
+    parser.add_argument(
+        "--no-processes",
+        action="store_true",
+        help="leave out the whole-process run (new processes loading every template)",
+    )
+    parser.add_argument(
+        "--string-iterations",
+        type=_non_negative_int,
+        default=10,
+        metavar="N",
+        help="iterations of the template-string loop (default 10; 0 leaves it out)",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument("--plot", metavar="FILE.png", help=f"also draw a chart ({PLOT_HINT})")
+    _add_progress_option(parser)
+    parser.add_argument(
+        "--secret-env", metavar="VAR", default=ENV_VAR, help=f"MAC key variable ({ENV_VAR})"
+    )
+    parser.add_argument("--secret-file", metavar="PATH", help="read the MAC key from a file")
+    parser.set_defaults(allow_unsigned=False)
+
+
+def _server_options(parser: argparse.ArgumentParser, kind: str, what: str, binary: str) -> None:
+    """``--KIND HOST:PORT`` or ``--no-KIND``, not both."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        f"--{kind}",
+        metavar="HOST:PORT",
+        help=f"{what} to use (default: start a private one if {binary} is on PATH)",
+    )
+    group.add_argument(f"--no-{kind}", action="store_true", help=f"leave the {kind} rows out")
+
+
+_TUNE = """\
+size the tiers from an access trace, or from a simulated Zipf workload
+
+Compute the LRU hit-ratio curves of an access trace (written by TieredBytecodeCache(...,
+trace=PATH) or cache.start_trace(PATH)) and recommend the smallest MemoryTier and
+FileSystemTier bounds that reach --target of the best possible hit ratio. With
+--simulate DIR instead of a trace, the workload is a Zipf draw over the templates of
+DIR, each weighing its marshalled compiled code."""
+
+_TUNE_EPILOG = f"""\
+The FileSystemTier size is the byte recommendation plus each entry's header and MAC,
+over the nine tenths of max_bytes that a prune leaves.
+
+{_EXIT_STATUS}"""
+
+
+def _add_tune(commands: _Commands, common: _Parser) -> None:
+    parser = _command(commands, common, "tune", tune.run, _TUNE, _TUNE_EPILOG)
+    parser.add_argument("trace", nargs="?", metavar="TRACE", help="a trace file")
+    _number(
+        parser, "--target", _share, 0.95, "SHARE", "share of the best possible hit ratio to reach"
+    )
+    parser.add_argument(
+        "--simulate", metavar="DIR", help="simulate a Zipf workload over DIR's templates"
+    )
+    _number(parser, "--accesses", _positive_int, 100_000, "N", "lookups to simulate")
+    _number(parser, "--zipf", _positive_float, 1.1, "S", "the Zipf exponent")
+    _number(parser, "--seed", _non_negative_int, 0, "K", "random seed")
+    parser.add_argument("--plot", metavar="FILE.png", help=f"draw the curves ({PLOT_HINT})")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+_WARM = """\
+compile every template of a source into every tier of a cache
+
+Compile every template of SOURCE and write it through to every tier of the cache, in
+parallel processes. SOURCE is a template directory (compiled with a default
+jinja2.Environment: its entries serve applications whose environment has the default
+settings) or module:attribute naming the application's jinja2.Environment (its loader
+lists the templates, its settings go into the keys). Templates that fail to compile are
+listed at the end and do not stop the others. A memory tier lives in one process:
+warming it has no lasting effect."""
+
+
+def _add_warm(commands: _Commands, common: _Parser) -> None:
+    parser = _command(commands, common, "warm", warm.run, _WARM, _CACHE_EPILOG)
+    parser.add_argument("source", metavar="SOURCE", help="a template directory or module:attribute")
+    _add_cache_options(parser, positional=False)
+    parser.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=_cpu_count(),
+        metavar="N",
+        help=f"parallel processes (default: the CPU count, {_cpu_count()})",
+    )
+    parser.add_argument(
+        "--extensions",
+        metavar="EXT,...",
+        help="only templates with these extensions (e.g. html,j2; default: every file)",
+    )
+    _add_progress_option(parser)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress", action="store_true", help="draw the progress bar even if stderr is no TTY"
+    )
+
+
+_STATS = """\
+what each tier holds now, and the cache's counters
+
+Show, per tier, what is stored now (a memory tier only for a cache named
+module:attribute, as this process sees it; a filesystem tier's entries and bytes; a
+memcached or redis tier's reachability, server statistics and namespace generation),
+then the counters of cache.stats() in this process."""
+
+
+def _add_stats(commands: _Commands, common: _Parser) -> None:
+    parser = _command(commands, common, "stats", inspect.run_stats, _STATS, _CACHE_EPILOG)
+    _add_cache_options(parser, positional=True)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+_CLEAR = """\
+empty every tier (memcached and redis by bumping their namespace generation)
+
+Empty every tier of the cache: delete a filesystem tier's entries, bump a memcached or
+redis tier's namespace generation (never flush_all, FLUSHDB or KEYS: other applications
+may share the server; the old entries age out)."""
+
+
+def _add_clear(commands: _Commands, common: _Parser) -> None:
+    parser = _command(commands, common, "clear", inspect.run_clear, _CLEAR, _CACHE_EPILOG)
+    _add_cache_options(parser, positional=True)
