@@ -34,7 +34,7 @@ SECTIONS = (
 
 
 def _bench(full: bool, json_path: str | None) -> int:
-    from tiered_bccache.bench import BenchConfig, run_bench
+    from tiered_bccache.benchkit.hitpath import BenchConfig, run_bench
 
     # The sections below run the whole-process and string benchmarks at full size.
     report = run_bench(BenchConfig(quick=not full, processes=False, string_iterations=0))

@@ -1,5 +1,7 @@
-"""What the benchmarks share: repeated, interleaved measurements, reported as ratios with
-their median and spread (min..max), every loop bounded in count and in time.
+"""What the benchmarks share: repeated, interleaved measurements, every loop bounded in
+count and in time, their options, tables and JSON. Ratios with their median and spread
+(min..max), targets and the machine description are in :mod:`tiered_bccache.benchkit.timing`,
+shared with ``tiered-bccache bench``.
 
 The machines these run on are shared and noisy, so an absolute time means little; a ratio
 against a baseline measured in the same round, in a rotating order, means a lot more. A
@@ -12,67 +14,26 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
-import statistics
 import time
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jinja2
 from jinja2 import Environment, FileSystemLoader
 
-from tiered_bccache.bench import Target, fmt_us
-from tiered_bccache.corpus import generate_corpus
+from tiered_bccache.benchkit.corpus import generate_corpus
 
 __all__ = [
     "Corpus",
     "Deadline",
-    "Spread",
-    "Target",
     "compiled_corpus",
-    "describe_machine",
-    "fmt_bytes",
-    "fmt_us",
     "interleave",
     "parser",
-    "ratios",
     "table",
     "time_calls",
-    "verdict",
     "write_json",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Spread:
-    """The median and the range of repeated measurements of one quantity."""
-
-    median: float
-    low: float
-    high: float
-    count: int
-
-    @classmethod
-    def of(cls, values: Iterable[float]) -> Spread:
-        """Summarise ``values``; raises ValueError when there are none."""
-        v = list(values)
-        if not v:
-            raise ValueError("no measurements to summarise")
-        return cls(float(statistics.median(v)), float(min(v)), float(max(v)), len(v))
-
-    def as_dict(self) -> dict[str, float]:
-        return {"median": self.median, "min": self.low, "max": self.high, "n": self.count}
-
-    def ratio(self) -> str:
-        """``1.03x``: the median as a ratio."""
-        return f"{self.median:.2f}x"
-
-    def range(self, fmt: str = ".2f") -> str:
-        """``0.98..1.07``: the spread, in the given format."""
-        return f"{self.low:{fmt}}..{self.high:{fmt}}"
 
 
 class Deadline:
@@ -130,13 +91,6 @@ def interleave(
     return out
 
 
-def ratios(samples: Mapping[str, Sequence[float]], numerator: str, denominator: str) -> Spread:
-    """numerator / denominator, per round, summarised over rounds."""
-    return Spread.of(
-        a / b for a, b in zip(samples[numerator], samples[denominator], strict=True) if b
-    )
-
-
 def time_calls(
     fn: Callable[[str], object],
     args: Sequence[str],
@@ -153,21 +107,6 @@ def time_calls(
         fn(a)
         total += perf() - started
     return float(total)
-
-
-def verdict(target: Target, value: float) -> str:
-    """``<= 1.2x met`` or ``>= 0.9x MISSED``."""
-    op = "<=" if target.at_most else ">="
-    return f"{op} {target.limit:g}x {'met' if target.met(value) else 'MISSED'}"
-
-
-def fmt_bytes(n: float) -> str:
-    """A size in bytes, kB or MB (powers of 1024)."""
-    if abs(n) >= 1024 * 1024:
-        return f"{n / (1024 * 1024):.1f} MB"
-    if abs(n) >= 1024:
-        return f"{n / 1024:.1f} kB"
-    return f"{n:.0f} B"
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -204,17 +143,6 @@ def write_json(path: str | None, data: Mapping[str, Any]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
-
-
-def describe_machine() -> dict[str, Any]:
-    """What the numbers were measured on, load average included (the machine is shared)."""
-    return {
-        "python": platform.python_version(),
-        "jinja2": jinja2.__version__,
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
 
 
 @dataclass(frozen=True, slots=True)

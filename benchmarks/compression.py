@@ -35,19 +35,16 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader
 
 from tiered_bccache import MemcachedTier, MemoryTier, TieredBytecodeCache
-from tiered_bccache.bench import private_memcached
+from tiered_bccache.benchkit.servers import private_memcached
+from tiered_bccache.benchkit.timing import Spread, describe_machine, ratios
 from tiered_bccache.entry import EntryCodec
+from tiered_bccache.humanize import human_bytes, human_us
 
 from .common import (
     Corpus,
-    Spread,
     compiled_corpus,
-    describe_machine,
-    fmt_bytes,
-    fmt_us,
     interleave,
     parser,
-    ratios,
     table,
     time_calls,
     write_json,
@@ -115,7 +112,7 @@ def wire(corpus: Corpus, address: str, *, rounds: int, seconds: float) -> dict[s
             label: s.tiers[1].bytes_read / s.tiers[1].hits for label, s in stats.items()
         },
         "hit_ns": {label: Spread.of(t / n for t in samples[label]).as_dict() for label in samples},
-        "hit_ratio": ratios(samples, "zlib", "plain").as_dict(),
+        "hit_ratio": ratios(samples["zlib"], samples["plain"]).as_dict(),
         "hit_added_ns": Spread.of(added).as_dict(),
     }
 
@@ -174,7 +171,7 @@ def codec(corpus: Corpus, *, rounds: int, seconds: float) -> dict[str, Any]:
         "per_entry_ns": {k: Spread.of(t / n for t in v).as_dict() for k, v in samples.items()},
     }
     for op in ("encode", "decode"):
-        out[f"{op}_ratio"] = ratios(samples, f"{op} zlib", f"{op} plain").as_dict()
+        out[f"{op}_ratio"] = ratios(samples[f"{op} zlib"], samples[f"{op} plain"]).as_dict()
         out[f"{op}_added_ns"] = Spread.of(
             (z - p) / n for z, p in zip(samples[f"{op} zlib"], samples[f"{op} plain"], strict=True)
         ).as_dict()
@@ -255,7 +252,7 @@ def recommend(result: dict[str, Any]) -> dict[str, Any]:
         "added_ns_per_hit": added_ns,
         "break_even_mb_s": x,
         "text": f"compression pays when the network moves less than {x:.0f} MB/s "
-        f"({fmt_bytes(saved)} saved per hit / {fmt_us(added_ns)} added to decode): {advice}",
+        f"({human_bytes(saved)} saved per hit / {human_us(added_ns)} added to decode): {advice}",
     }
 
 
@@ -274,25 +271,26 @@ def format_result(result: dict[str, Any]) -> str:
                 [
                     [
                         "bytes written",
-                        fmt_bytes(w["written_per_entry"]["plain"]),
-                        fmt_bytes(w["written_per_entry"]["zlib"]),
+                        human_bytes(w["written_per_entry"]["plain"]),
+                        human_bytes(w["written_per_entry"]["zlib"]),
                         f"{w['written_per_entry']['zlib'] / w['written_per_entry']['plain']:.2f}x",
                     ],
                     [
                         "bytes read per hit",
-                        fmt_bytes(w["read_per_hit"]["plain"]),
-                        fmt_bytes(w["read_per_hit"]["zlib"]),
+                        human_bytes(w["read_per_hit"]["plain"]),
+                        human_bytes(w["read_per_hit"]["zlib"]),
                         f"{w['read_per_hit']['zlib'] / w['read_per_hit']['plain']:.2f}x",
                     ],
                     [
                         "memcached-tier hit (median)",
-                        fmt_us(hit["plain"]["median"]),
-                        fmt_us(hit["zlib"]["median"]),
+                        human_us(hit["plain"]["median"]),
+                        human_us(hit["zlib"]["median"]),
                         f"{r['median']:.2f}x {r['min']:.2f}..{r['max']:.2f}",
                     ],
                 ],
             ),
-            f"time added per hit: {fmt_us(a['median'])} ({fmt_us(a['min'])}..{fmt_us(a['max'])})",
+            f"time added per hit: {human_us(a['median'])} "
+            f"({human_us(a['min'])}..{human_us(a['max'])})",
             "",
         ]
     else:
@@ -307,11 +305,11 @@ def format_result(result: dict[str, Any]) -> str:
             [
                 [
                     op,
-                    fmt_us(per[f"{op} plain"]["median"]),
-                    fmt_us(per[f"{op} zlib"]["median"]),
+                    human_us(per[f"{op} plain"]["median"]),
+                    human_us(per[f"{op} zlib"]["median"]),
                     f"{c[f'{op}_ratio']['median']:.2f}x",
                     f"{c[f'{op}_ratio']['min']:.2f}..{c[f'{op}_ratio']['max']:.2f}",
-                    fmt_us(c[f"{op}_added_ns"]["median"]),
+                    human_us(c[f"{op}_added_ns"]["median"]),
                 ]
                 for op in ("encode", "decode")
             ],
@@ -320,7 +318,7 @@ def format_result(result: dict[str, Any]) -> str:
     ]
     lv = result["levels"]
     lines += [
-        f"zlib levels on {fmt_bytes(lv['marshalled_bytes'])} of marshalled code (reference)",
+        f"zlib levels on {human_bytes(lv['marshalled_bytes'])} of marshalled code (reference)",
         "",
         table(
             ["level", "size", "compress", "decompress", "per entry (c / d)"],
@@ -330,8 +328,8 @@ def format_result(result: dict[str, Any]) -> str:
                     f"{row['size_ratio'] * 100:.0f}%",
                     f"{row['compress_mb_s']['median']:.0f} MB/s",
                     f"{row['decompress_mb_s']['median']:.0f} MB/s",
-                    f"{fmt_us(row['compress_per_entry_ns'])} / "
-                    f"{fmt_us(row['decompress_per_entry_ns'])}",
+                    f"{human_us(row['compress_per_entry_ns'])} / "
+                    f"{human_us(row['decompress_per_entry_ns'])}",
                 ]
                 for level, row in lv["levels"].items()
             ],

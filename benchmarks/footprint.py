@@ -41,13 +41,12 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader
 
 from tiered_bccache import FileSystemTier, MemoryTier, TieredBytecodeCache
+from tiered_bccache.benchkit.timing import Spread, describe_machine
+from tiered_bccache.humanize import human_bytes
 
 from .common import (
     Deadline,
-    Spread,
     compiled_corpus,
-    describe_machine,
-    fmt_bytes,
     parser,
     table,
     write_json,
@@ -283,17 +282,17 @@ def format_result(result: dict[str, Any]) -> str:
         return float(sum(r["traced_per_entry"].values()))
 
     def part(name: str) -> Callable[[dict[str, Any]], str]:
-        return lambda r: fmt_bytes(r["traced_per_entry"][name])
+        return lambda r: human_bytes(r["traced_per_entry"][name])
 
     rows = [
         [
             "bytes the tier counts (currsize)",
-            *both(lambda r: fmt_bytes(r["counted_per_entry"]["median"])),
+            *both(lambda r: human_bytes(r["counted_per_entry"]["median"])),
         ],
-        ["RSS growth", *both(lambda r: fmt_bytes(r["rss_per_entry"]["median"]))],
+        ["RSS growth", *both(lambda r: human_bytes(r["rss_per_entry"]["median"]))],
         ["  spread", *both(lambda r: _range_bytes(r["rss_per_entry"]))],
         ["RSS per counted byte", *both(per_byte)],
-        ["python heap (tracemalloc)", *both(lambda r: fmt_bytes(heap(r)))],
+        ["python heap (tracemalloc)", *both(lambda r: human_bytes(heap(r)))],
         ["  code objects", *both(part("code"))],
         ["  what marshal.dumps leaves on the code", *both(part("dump caches"))],
         ["  template source (kept for the hit check)", *both(part("source"))],
@@ -316,7 +315,7 @@ def format_result(result: dict[str, Any]) -> str:
 
 
 def _range_bytes(s: dict[str, float]) -> str:
-    return f"{fmt_bytes(s['min'])}..{fmt_bytes(s['max'])}"
+    return f"{human_bytes(s['min'])}..{human_bytes(s['max'])}"
 
 
 def main(argv: list[str] | None = None) -> int:

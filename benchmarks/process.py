@@ -6,7 +6,7 @@ sizes, against Jinja's own caches, no cache and the bare-marshal-file floor.
 At 50 templates the process is mostly Python and Jinja starting; at 500 the per-template
 cost shows. The 500-template run leaves out the no-cache contender (it compiles for
 minutes per process); its cost is clear from the 50-template run. See
-:mod:`tiered_bccache.procbench` for what each contender does.
+:mod:`tiered_bccache.benchkit.process` for what each contender does.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import tempfile
 from contextlib import ExitStack
 from typing import Any
 
-from tiered_bccache.bench import private_memcached
-from tiered_bccache.corpus import generate_corpus
-from tiered_bccache.procbench import run_process_bench
+from tiered_bccache.benchkit.corpus import generate_corpus
+from tiered_bccache.benchkit.process import run_process_bench
+from tiered_bccache.benchkit.servers import private_memcached
+from tiered_bccache.benchkit.timing import describe_machine
 
-from .common import describe_machine, parser, write_json
+from .common import parser, write_json
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,23 +45,18 @@ from jinja2 import Environment, FunctionLoader
 from jinja2.bccache import BytecodeCache
 
 from tiered_bccache import FileSystemTier, MemoryTier, TieredBytecodeCache
-from tiered_bccache.bench import DictFloor, MarshalFileFloor
+from tiered_bccache.benchkit.contenders import DictFloor, MarshalFileFloor
+from tiered_bccache.benchkit.timing import Spread, Target, describe_machine, ratios, verdict
+from tiered_bccache.humanize import human_bytes, human_us
 
 from .common import (
     Corpus,
     Deadline,
-    Spread,
-    Target,
     compiled_corpus,
-    describe_machine,
-    fmt_bytes,
-    fmt_us,
     interleave,
     parser,
-    ratios,
     table,
     time_calls,
-    verdict,
     write_json,
 )
 
@@ -266,7 +261,7 @@ def hit_scaling(
                 str(small): Spread.of(t / sample_size for t in samples[a]).as_dict(),
                 str(large): Spread.of(t / sample_size for t in samples[b]).as_dict(),
             },
-            "ratio": ratios(samples, b, a).as_dict(),
+            "ratio": ratios(samples[b], samples[a]).as_dict(),
             "target": limit,
         }
     return {
@@ -299,8 +294,8 @@ def format_hits(result: dict[str, Any]) -> str:
         body.append(
             [
                 label,
-                fmt_us(per[str(small)]["median"]),
-                fmt_us(per[str(large)]["median"]),
+                human_us(per[str(small)]["median"]),
+                human_us(per[str(large)]["median"]),
                 ratio.ratio(),
                 ratio.range(),
                 "" if limit is None else verdict(Target(label, "", "", limit, True), ratio.median),
@@ -406,16 +401,16 @@ def prune_scaling(
             }
             for n in writes
         },
-        "ratio_largest_over_smallest": ratios(samples, largest, smallest).as_dict(),
+        "ratio_largest_over_smallest": ratios(samples[largest], samples[smallest]).as_dict(),
     }
 
 
 def format_prune(result: dict[str, Any]) -> str:
     lines = [
-        f"filesystem pruning: max_bytes {fmt_bytes(result['max_bytes'])} "
+        f"filesystem pruning: max_bytes {human_bytes(result['max_bytes'])} "
         f"({result['max_bytes'] // result['entry_bytes']} entries of "
-        f"{fmt_bytes(result['entry_bytes'])}), a prune pass after every "
-        f"{fmt_bytes(result['prune_every_bytes'])} written; each run starts at the steady-state "
+        f"{human_bytes(result['entry_bytes'])}), a prune pass after every "
+        f"{human_bytes(result['prune_every_bytes'])} written; each run starts at the steady-state "
         f"size; {result['rounds']} interleaved rounds",
         "",
     ]
@@ -426,10 +421,10 @@ def format_prune(result: dict[str, Any]) -> str:
         body.append(
             [
                 n if done == int(n) else f"{n} (cut at {done})",
-                fmt_us(per["median"]),
-                f"{fmt_us(per['min'])}..{fmt_us(per['max'])}",
+                human_us(per["median"]),
+                f"{human_us(per['min'])}..{human_us(per['max'])}",
                 str(max(run["prunes"])),
-                fmt_us(run["per_pass_ns"]["median"]),
+                human_us(run["per_pass_ns"]["median"]),
                 f"{run['prune_share']['median'] * 100:.0f}%",
                 str(max(run["files_at_end"])),
             ]

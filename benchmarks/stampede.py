@@ -25,7 +25,7 @@ from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader
 from jinja2.bccache import BytecodeCache
 
 from tiered_bccache import FileSystemTier, MemoryTier, TieredBytecodeCache
-from tiered_bccache.corpus import generate_corpus
+from tiered_bccache.benchkit.corpus import generate_corpus
 
 
 class CountingEnvironment(Environment):

@@ -5,7 +5,7 @@ what string admission leaves on disk and in memory for a mostly one-off workload
 
     python -m benchmarks.strings [--quick] [--iterations N] [--rounds N] [--json FILE]
 
-See :mod:`tiered_bccache.strbench`.
+See :mod:`tiered_bccache.benchkit.strings`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import tempfile
 
-from tiered_bccache.corpus import generate_corpus, render_context
-from tiered_bccache.strbench import run_string_bench
+from tiered_bccache.benchkit.corpus import generate_corpus, render_context
+from tiered_bccache.benchkit.strings import run_string_bench
+from tiered_bccache.benchkit.timing import describe_machine
 
-from .common import describe_machine, parser, write_json
+from .common import parser, write_json
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,18 +34,14 @@ from jinja2 import BaseLoader, DictLoader, Environment, FileSystemBytecodeCache,
 from jinja2.bccache import BytecodeCache
 
 from tiered_bccache import MemoryTier, TieredBytecodeCache
-from tiered_bccache.bench import DictFloor
+from tiered_bccache.benchkit.contenders import DictFloor
+from tiered_bccache.benchkit.timing import Spread, Target, describe_machine, ratios, verdict
 
 from .common import (
-    Spread,
-    Target,
     compiled_corpus,
-    describe_machine,
     interleave,
     parser,
-    ratios,
     table,
-    verdict,
     write_json,
 )
 
@@ -189,7 +185,7 @@ def run(
         out["contenders"][label] = {
             "loads_per_s_1": Spread.of(samples[one]).as_dict(),
             f"loads_per_s_{threads}": Spread.of(samples[many]).as_dict(),
-            "ratio": ratios(samples, many, one).as_dict(),
+            "ratio": ratios(samples[many], samples[one]).as_dict(),
             "loads": loads[label],
             "loads_done_min": min(done[many] + done[one]),
         }

@@ -12,7 +12,7 @@ import jinja2
 import pytest
 from jinja2 import nodes
 
-from tiered_bccache.corpus import corpus_names, generate_corpus, render_context
+from tiered_bccache.benchkit.corpus import corpus_names, generate_corpus, render_context
 from tiered_bccache.errors import ConfigurationError
 
 DEFAULT_MIN = 1024

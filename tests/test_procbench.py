@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MemcachedServer
-from tiered_bccache.corpus import generate_corpus
-from tiered_bccache.procbench import ProcessReport, run_process_bench
+from tiered_bccache.benchkit.corpus import generate_corpus
+from tiered_bccache.benchkit.process import ProcessReport, run_process_bench
+from tiered_bccache.benchkit.timing import Spread
 
 
 def test_every_contender_loads_the_same_code_in_new_processes(
@@ -62,7 +63,7 @@ def test_ratios_are_taken_per_round_then_summarised() -> None:
         new_env={},
         notes=[],
     )
-    assert report.ratio("ours-fs", "jinja-fs") == (1.0, 0.5, 2.0)
+    assert report.ratio("ours-fs", "jinja-fs") == Spread(1.0, 0.5, 2.0, 3)
     assert report.ratio("ours-fs", "floor") is None
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tiered_bccache.corpus import generate_corpus, render_context
-from tiered_bccache.strbench import corpus_strings, run_string_bench
+from tiered_bccache.benchkit.corpus import generate_corpus, render_context
+from tiered_bccache.benchkit.strings import corpus_strings, run_string_bench
 
 
 def test_corpus_strings_are_distinct_and_render_on_their_own(tmp_path: Path) -> None:

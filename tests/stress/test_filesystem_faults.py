@@ -38,7 +38,7 @@ from jinja2 import DictLoader, Environment
 from tests.conftest import SECRET
 from tests.stress.workers import HOLD_LEASE, lease_key
 from tiered_bccache import FileSystemTier, MemoryTier, TieredBytecodeCache, TierError, TierStats
-from tiered_bccache.corpus import generate_corpus, render_context
+from tiered_bccache.benchkit.corpus import generate_corpus, render_context
 from tiered_bccache.tiers.filesystem import STALE_TMP_SECONDS
 
 NOBODY = 65534

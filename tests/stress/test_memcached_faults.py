@@ -25,7 +25,7 @@ from tests.conftest import SECRET, MemcachedServer, free_port
 from tests.tiers.test_memcached import direct
 from tests.tiers.test_memcached_generation import FOREIGN_GENERATIONS
 from tiered_bccache import MemcachedTier, MemoryTier, TieredBytecodeCache, TierError, TierStats
-from tiered_bccache.corpus import generate_corpus, render_context
+from tiered_bccache.benchkit.corpus import generate_corpus, render_context
 
 TIMEOUT = 0.05
 #: Long enough that "open" is still "open" when a loaded machine gets round to looking,

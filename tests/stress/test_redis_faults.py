@@ -18,7 +18,7 @@ from jinja2 import Environment, FileSystemLoader
 
 from tests.conftest import SECRET, RedisServer
 from tiered_bccache import MemoryTier, RedisTier, TieredBytecodeCache, TierStats
-from tiered_bccache.corpus import generate_corpus, render_context
+from tiered_bccache.benchkit.corpus import generate_corpus, render_context
 
 COOLDOWN = 1.0
 #: How long the tests wait for a tier to be used again ("within a few seconds").

@@ -31,7 +31,7 @@ from tests.stress.workers import (
     waiter_worker,
 )
 from tiered_bccache import FileSystemTier, MemoryTier, TieredBytecodeCache
-from tiered_bccache.corpus import generate_corpus, render_context
+from tiered_bccache.benchkit.corpus import generate_corpus, render_context
 
 WORKERS = 8
 #: Far beyond any wait the lease should cause, so that a worker that waits it out (a

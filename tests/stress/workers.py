@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 from jinja2 import Environment, FileSystemLoader, TemplateSyntaxError
 
 from tiered_bccache import FileSystemTier, MemcachedTier, MemoryTier, Tier, TieredBytecodeCache
-from tiered_bccache.corpus import render_context
+from tiered_bccache.benchkit.corpus import render_context
 
 Report = dict[str, Any]
 Worker = Callable[[int, Event, Event, "MPQueue[Any]", Any], None]

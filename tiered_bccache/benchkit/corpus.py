@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 __all__ = ["TEMPLATE_SUFFIXES", "corpus_names", "generate_corpus", "render_context"]
 

@@ -35,6 +35,8 @@ from typing import Any, NamedTuple
 from jinja2 import FileSystemLoader
 from jinja2.sandbox import SandboxedEnvironment
 
+from .timing import Spread, ratios, rotated
+
 __all__ = ["StringReport", "corpus_strings", "run_string_bench"]
 
 CHILD = r"""
@@ -106,21 +108,12 @@ class StringReport(NamedTuple):
     processes: dict[str, list[float]]
     admission: list[dict[str, Any]]
 
-    def _ratio(self, times: dict[str, list[float]], a: str, b: str) -> tuple[float, ...]:
-        per_round = [x / y for x, y in zip(times[a], times[b], strict=True) if y]
-        return statistics.median(per_round), min(per_round), max(per_round)
-
-    def string_cost_ratio(self) -> tuple[float, ...]:
+    def string_cost_ratio(self) -> Spread:
         """What the strings cost a new process with ours over plain Jinja, per round:
         (ours - ours-base) / (plain - plain-base)."""
         p = self.processes
-        per_round = []
-        for ours, ours_base, plain, plain_base in zip(
-            p["ours"], p["ours-base"], p["plain"], p["plain-base"], strict=True
-        ):
-            if plain - plain_base > 0:
-                per_round.append(max(ours - ours_base, 0.0) / (plain - plain_base))
-        return statistics.median(per_round), min(per_round), max(per_round)
+        ours = [max(o - b, 0.0) for o, b in zip(p["ours"], p["ours-base"], strict=True)]
+        return ratios(ours, [a - b for a, b in zip(p["plain"], p["plain-base"], strict=True)])
 
     def format_table(self) -> str:
         n, it = self.strings, self.iterations
@@ -130,25 +123,25 @@ class StringReport(NamedTuple):
             "",
         ]
         ip = self.in_process
-        speed = self._ratio(ip, "plain", "ours")
+        speed = ratios(ip["plain"], ip["ours"])
         lines.append(
             f"in-process loop     plain {statistics.median(ip['plain']) * 1000:8.1f} ms   "
             f"ours {statistics.median(ip['ours']) * 1000:8.1f} ms   "
-            f"ours is {speed[0]:.1f}x faster ({speed[1]:.1f}..{speed[2]:.1f})   "
-            f"target >= 10x {'met' if speed[0] >= 10 else 'MISSED'}"
+            f"ours is {speed.median:.1f}x faster ({speed.range('.1f')})   "
+            f"target >= 10x {'met' if speed.median >= 10 else 'MISSED'}"
         )
         if self.processes:
             p = self.processes
             cost = self.string_cost_ratio()
-            whole = self._ratio(p, "ours", "plain")
+            whole = ratios(p["ours"], p["plain"])
             lines += [
                 "new process, warm filesystem tier (median wall ms): "
                 + ", ".join(f"{k} {statistics.median(v) * 1000:.1f}" for k, v in p.items()),
-                f"  what the strings cost, ours / plain: {cost[0]:.3f}x "
-                f"({cost[1]:.3f}..{cost[2]:.3f})   target <= 0.15x "
-                f"{'met' if cost[0] <= 0.15 else 'MISSED'}",
-                f"  whole process, ours / plain:         {whole[0]:.3f}x "
-                f"({whole[1]:.3f}..{whole[2]:.3f})",
+                f"  what the strings cost, ours / plain: {cost.median:.3f}x "
+                f"({cost.range('.3f')})   target <= 0.15x "
+                f"{'met' if cost.median <= 0.15 else 'MISSED'}",
+                f"  whole process, ours / plain:         {whole.median:.3f}x "
+                f"({whole.range('.3f')})",
             ]
         if self.admission:
             lines += [
@@ -196,7 +189,7 @@ def run_string_bench(
     secret: bytes,
 ) -> StringReport:
     """Run the template-string benchmark over the corpus in ``templates``."""
-    from . import FileSystemTier, MemoryTier, TieredBytecodeCache, cache_from_string
+    from .. import FileSystemTier, MemoryTier, TieredBytecodeCache, cache_from_string
 
     strings = corpus_strings(templates, context)
     os.makedirs(os.path.join(work, "strings-fs"), exist_ok=True)
@@ -249,7 +242,7 @@ def _processes(
     subprocess.run(argv("ours"), env=env, check=True, timeout=600)  # warm the tier
     times: dict[str, list[float]] = {k: [] for k in kinds}
     for r in range(rounds):
-        for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
+        for kind in rotated(kinds, r):
             started = time.perf_counter()
             subprocess.run(argv(kind), env=env, check=True, timeout=600)
             times[kind].append(time.perf_counter() - started)
@@ -259,7 +252,7 @@ def _processes(
 def _admission(templates: str, work: str, strings: Sequence[str]) -> list[dict[str, Any]]:
     """Replay a workload of 20 iterations where each iteration templates the repeated
     strings and as many one-off strings (a repeated string with data embedded)."""
-    from . import FileSystemTier, MemoryTier, TieredBytecodeCache, cache_from_string
+    from .. import FileSystemTier, MemoryTier, TieredBytecodeCache, cache_from_string
 
     out = []
     for admission in (1, 2, 3):

@@ -40,6 +40,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from .timing import Spread, Target, ratios, rotated
+
 __all__ = ["ProcessReport", "run_process_bench"]
 
 #: The child: one process of one contender. Kept free of this package's imports for the
@@ -188,15 +190,6 @@ print(json.dumps({"first_fingerprint_ns": first, "fingerprint_ns": fingerprint,
 """
 
 
-class Target(NamedTuple):
-    """``numerator / denominator <= limit`` over whole processes."""
-
-    label: str
-    numerator: str
-    denominator: str
-    limit: float
-
-
 PROCESS_TARGETS = (
     Target(
         "new process, warm [memory, fs] vs Jinja's FileSystemBytecodeCache",
@@ -234,15 +227,13 @@ class ProcessReport(NamedTuple):
     new_env: dict[str, Any]
     notes: list[str]
 
-    def ratio(self, a: str, b: str, cpu: bool = False) -> tuple[float, float, float] | None:
-        """(median, min, max) over rounds of the time of ``a`` over that of ``b``."""
+    def ratio(self, a: str, b: str, cpu: bool = False) -> Spread | None:
+        """The time of ``a`` over that of ``b`` per round, over rounds (None when either
+        contender did not run)."""
         times = self.cpu if cpu else self.wall
         if a not in times or b not in times:
             return None
-        per_round = [x / y for x, y in zip(times[a], times[b], strict=True) if y]
-        if not per_round:
-            return None
-        return statistics.median(per_round), min(per_round), max(per_round)
+        return ratios(times[a], times[b])
 
     def format_table(self) -> str:
         """The human-readable report."""
@@ -255,7 +246,7 @@ class ProcessReport(NamedTuple):
         ]
         for c in self.wall:
             vs = [self.ratio(c, "jinja-fs"), self.ratio(c, "floor")]
-            cells = [f"{r[0]:.2f}x" if r else "" for r in vs]
+            cells = [r.ratio() if r else "" for r in vs]
             lines.append(
                 f"{c:<13} {statistics.median(self.wall[c]) * 1000:>7.1f}ms "
                 f"{statistics.median(self.cpu[c]) * 1000:>7.1f}ms {cells[0]:>12} {cells[1]:>9}"
@@ -265,14 +256,14 @@ class ProcessReport(NamedTuple):
             r = self.ratio(t.numerator, t.denominator)
             if r is None:
                 continue
-            verdict = "met" if r[0] <= t.limit else "MISSED"
+            verdict = "met" if t.met(r.median) else "MISSED"
             lines.append(
-                f"{t.numerator}/{t.denominator:<12} {r[0]:>6.3f}x {r[1]:.2f}..{r[2]:.2f}"
+                f"{t.numerator}/{t.denominator:<12} {r.median:>6.3f}x {r.range()}"
                 f"  <= {t.limit:g}x {verdict:<6} {t.label}"
             )
         r = self.ratio("import-ours", "python", cpu=True)
         if r is not None:
-            lines.append(f"  (in CPU time: {r[0]:.3f}x, {r[1]:.2f}..{r[2]:.2f})")
+            lines.append(f"  (in CPU time: {r.median:.3f}x, {r.range()})")
         loads = [
             c for c in ("ours-fs", "jinja-fs", "floor-signed", "floor", "none") if c in self.wall
         ]
@@ -303,8 +294,9 @@ class ProcessReport(NamedTuple):
             "wall_s": self.wall,
             "cpu_s": self.cpu,
             "ratios": {
-                f"{t.numerator}/{t.denominator}": self.ratio(t.numerator, t.denominator)
+                f"{t.numerator}/{t.denominator}": None if r is None else [r.median, r.low, r.high]
                 for t in PROCESS_TARGETS
+                for r in [self.ratio(t.numerator, t.denominator)]
             },
             "new_environment": self.new_env,
             "notes": self.notes,
@@ -389,8 +381,7 @@ def run_process_bench(
     wall: dict[str, list[float]] = {c: [] for c in contenders}
     cpu: dict[str, list[float]] = {c: [] for c in contenders}
     for r in range(rounds):
-        order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
-        for kind in order:
+        for kind in rotated(contenders, r):
             w, c = _spawn(argv(kind), env)
             wall[kind].append(w)
             cpu[kind].append(c)
@@ -415,11 +406,10 @@ def _new_environment(
         check=True,
     )
     data = json.loads(out.stdout)
-    ratios = [o / f for o, f in zip(data["ours_ns"], data["floor_ns"], strict=True)]
     return {
         "first_fingerprint_us": data["first_fingerprint_ns"] / 1000,
         "fingerprint_us": statistics.median(data["fingerprint_ns"]) / 1000,
-        "first_hit_ratio": statistics.median(ratios),
+        "first_hit_ratio": ratios(data["ours_ns"], data["floor_ns"]).median,
         "ours_us": statistics.median(data["ours_ns"]) / 1000,
         "floor_us": statistics.median(data["floor_ns"]) / 1000,
     }

@@ -24,9 +24,9 @@ redis      ours, Redis-tier hit, memory emptied likewise
 ========== =============================================================================
 
 Then, unless ``processes`` is off, the whole-process run of
-:mod:`tiered_bccache.procbench` on the same templates: what a new process pays, where a
+:mod:`~tiered_bccache.benchkit.process` on the same templates: what a new process pays, where a
 bytecode cache matters most; then the template-string loop of
-:mod:`tiered_bccache.strbench` (a new sandboxed environment per iteration, as Ansible and
+:mod:`~tiered_bccache.benchkit.strings` (a new sandboxed environment per iteration, as Ansible and
 dbt do).
 
 Machines are shared and noisy, so absolute times drift; each round loads the whole corpus
@@ -41,43 +41,40 @@ import hmac
 import marshal
 import os
 import secrets
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from hashlib import sha1, sha256
+from hashlib import sha256
 from typing import Any
 
 from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, MemcachedBytecodeCache
-from jinja2.bccache import Bucket, BytecodeCache
+from jinja2.bccache import BytecodeCache
 
-from .cache import TieredBytecodeCache
+from ..cache import TieredBytecodeCache
+from ..humanize import human_us
+from ..tiers.filesystem import FileSystemTier
+from ..tiers.memcached import MemcachedTier
+from ..tiers.memory import MemoryTier
+from ..tiers.redis import RedisTier
+from .contenders import (
+    DictFloor,
+    MarshalFileFloor,
+    PlainRedisBytecodeCache,
+    SignedFileFloor,
+    jinja_memcached_client,
+    redis_available,
+    redis_client,
+)
 from .corpus import corpus_names, generate_corpus, render_context
-from .procbench import ProcessReport, run_process_bench
-from .strbench import StringReport, run_string_bench
-from .tiers.filesystem import FileSystemTier
-from .tiers.memcached import MemcachedTier
-from .tiers.memory import MemoryTier
-from .tiers.redis import RedisTier
+from .process import ProcessReport, run_process_bench
+from .servers import private_memcached, private_redis
+from .strings import StringReport, run_string_bench
+from .timing import Spread, Target, describe_machine, ratios, rotated, verdict
 
-__all__ = [
-    "TARGETS",
-    "BenchConfig",
-    "BenchReport",
-    "DictFloor",
-    "MarshalFileFloor",
-    "Target",
-    "fmt_us",
-    "private_memcached",
-    "private_memcached_process",
-    "run_bench",
-]
+__all__ = ["TARGETS", "BenchConfig", "BenchReport", "run_bench"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -101,25 +98,11 @@ class BenchConfig:
     secret: bytes | None = None
     threads: int = 4
     quick: bool = False
-    #: Also run the whole-process benchmark (see :mod:`tiered_bccache.procbench`).
+    #: Also run the whole-process benchmark (see :mod:`~tiered_bccache.benchkit.process`).
     processes: bool = True
-    #: Iterations of the template-string benchmark (:mod:`tiered_bccache.strbench`);
+    #: Iterations of the template-string benchmark (:mod:`~tiered_bccache.benchkit.strings`);
     #: 0 leaves it out. Plain Jinja compiles every string of every iteration.
     string_iterations: int = 10
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A goal of the form ``numerator / denominator <= limit`` (or ``>=``)."""
-
-    label: str
-    numerator: str
-    denominator: str
-    limit: float
-    at_most: bool
-
-    def met(self, value: float) -> bool:
-        return value <= self.limit if self.at_most else value >= self.limit
 
 
 TARGETS: tuple[Target, ...] = (
@@ -158,18 +141,12 @@ class BenchReport:
         rounds = self.samples[contender]
         return [float(statistics.median(r[i] for r in rounds)) for i in range(len(self.templates))]
 
-    def ratio(self, numerator: str, denominator: str) -> tuple[float, float, float] | None:
-        """(median, min, max) over rounds of total(numerator) / total(denominator)."""
+    def ratio(self, numerator: str, denominator: str) -> Spread | None:
+        """total(numerator) / total(denominator) per round, over rounds (None when either
+        contender did not run)."""
         if numerator not in self.samples or denominator not in self.samples:
             return None
-        per_round = [
-            a / b
-            for a, b in zip(self.totals(numerator), self.totals(denominator), strict=True)
-            if b
-        ]
-        if not per_round:
-            return None
-        return statistics.median(per_round), min(per_round), max(per_round)
+        return ratios(self.totals(numerator), self.totals(denominator))
 
     def as_dict(self) -> dict[str, Any]:
         """Everything, as plain data for ``--json``."""
@@ -192,12 +169,12 @@ class BenchReport:
             "ratios": {
                 f"{t.numerator}/{t.denominator}": {
                     "label": t.label,
-                    "median": r[0],
-                    "min": r[1],
-                    "max": r[2],
+                    "median": r.median,
+                    "min": r.low,
+                    "max": r.high,
                     "target": t.limit,
                     "at_most": t.at_most,
-                    "met": t.met(r[0]),
+                    "met": t.met(r.median),
                 }
                 for t in TARGETS
                 if (r := self.ratio(t.numerator, t.denominator)) is not None
@@ -221,20 +198,17 @@ class BenchReport:
             totals = self.totals(c)
             med = statistics.median(totals)
             lines.append(
-                f"{c:<12} {fmt_us(med):>12} {fmt_us(med / n):>13} "
-                f"{fmt_us(min(totals)):>8}..{fmt_us(max(totals)):<8}"
+                f"{c:<12} {human_us(med):>12} {human_us(med / n):>13} "
+                f"{human_us(min(totals)):>8}..{human_us(max(totals)):<8}"
             )
         lines += ["", f"{'ratio':<24} {'median':>7} {'spread':>12}  {'target':<14} what"]
         for t in TARGETS:
             r = self.ratio(t.numerator, t.denominator)
             if r is None:
                 continue
-            op = "<=" if t.at_most else ">="
-            verdict = "met" if t.met(r[0]) else "MISSED"
             ratio = f"{t.numerator}/{t.denominator}"
-            spread = f"{r[1]:.2f}..{r[2]:.2f}"
-            goal = f"{op} {t.limit:g}x {verdict}"
-            lines.append(f"{ratio:<24} {r[0]:>6.2f}x {spread:>12}  {goal:<14} {t.label}")
+            goal = verdict(t, r.median)
+            lines.append(f"{ratio:<24} {r.median:>6.2f}x {r.range():>12}  {goal:<14} {t.label}")
         if self.breakdown:
             lines += ["", "where a filesystem hit's time goes (median per template):"]
             lines += [f"  {k:<44} {v:>8.1f} us" for k, v in self.breakdown.items()]
@@ -264,245 +238,6 @@ class BenchReport:
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)
-
-
-def fmt_us(ns: float) -> str:
-    """A time given in nanoseconds, in microseconds (milliseconds from 10 ms up)."""
-    us = ns / 1000
-    return f"{us / 1000:.1f} ms" if us >= 10000 else f"{us:.1f} us"
-
-
-# -- the floors ---------------------------------------------------------------------------
-
-
-class DictFloor(BytecodeCache):
-    """The in-process floor: code objects in a dict, no key derivation, no checks."""
-
-    def __init__(self) -> None:
-        self.code: dict[str, Any] = {}
-
-    def get_bucket(
-        self, environment: Environment, name: str, filename: str | None, source: str
-    ) -> Bucket:
-        bucket = Bucket(environment, name, "")
-        bucket.code = self.code.get(name)
-        return bucket
-
-    def set_bucket(self, bucket: Bucket) -> None:
-        self.code[bucket.key] = bucket.code
-
-    def load_bytecode(self, bucket: Bucket) -> None:  # pragma: no cover - unused
-        pass
-
-    def dump_bytecode(self, bucket: Bucket) -> None:  # pragma: no cover - unused
-        pass
-
-
-class MarshalFileFloor(DictFloor):
-    """The on-disk floor: one bare file of marshalled code per template, read whole in
-    one call and unmarshalled; no header, no key derivation, no checks."""
-
-    def __init__(self, directory: str) -> None:
-        super().__init__()
-        self.directory = directory
-
-    def _path(self, name: str) -> str:
-        return os.path.join(self.directory, name.replace("/", "__"))
-
-    def get_bucket(
-        self, environment: Environment, name: str, filename: str | None, source: str
-    ) -> Bucket:
-        bucket = Bucket(environment, name, "")
-        try:
-            with open(self._path(name), "rb") as f:
-                bucket.code = marshal.loads(f.read())
-        except FileNotFoundError:
-            pass
-        return bucket
-
-    def set_bucket(self, bucket: Bucket) -> None:
-        with open(self._path(bucket.key), "wb") as f:
-            f.write(marshal.dumps(bucket.code))
-
-
-class SignedFileFloor(MarshalFileFloor):
-    """The floor of an *authenticated* hit: the bare file plus the two checks no safe
-    cache can skip, an HMAC-SHA256 over the bytes read and a SHA-1 of the source (to
-    notice an edit), and nothing else: no header, no key derivation, no promotion."""
-
-    def __init__(self, directory: str, secret: bytes) -> None:
-        super().__init__(directory)
-        self.secret = secret
-
-    def get_bucket(
-        self, environment: Environment, name: str, filename: str | None, source: str
-    ) -> Bucket:
-        bucket = Bucket(environment, name, "")
-        try:
-            with open(self._path(name), "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return bucket
-        view = memoryview(data)
-        mac = hmac.digest(self.secret, view[:-52], sha256)
-        if hmac.compare_digest(mac, view[-32:]) and sha1(source.encode()).digest() == view[-52:-32]:
-            bucket.code = marshal.loads(view[:-52])
-        return bucket
-
-    def set_bucket(self, bucket: Bucket) -> None:
-        raw = marshal.dumps(bucket.code)
-        source = bucket.environment.loader.get_source(bucket.environment, bucket.key)[0]  # type: ignore[union-attr]
-        with open(self._path(bucket.key), "wb") as f:
-            f.write(raw + sha1(source.encode()).digest() + hmac.digest(self.secret, raw, sha256))
-
-
-# -- memcached ----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def private_memcached(binary: str | None = None) -> Iterator[str | None]:
-    """Start a memcached of our own on a free loopback port for the duration; yields its
-    address, or None when no ``memcached`` binary is installed."""
-    with private_memcached_process(binary) as started:
-        yield None if started is None else started[0]
-
-
-@contextmanager
-def private_memcached_process(
-    binary: str | None = None,
-) -> Iterator[tuple[str, subprocess.Popen[bytes]] | None]:
-    """Like :func:`private_memcached`, yielding the address and the process (for fault
-    benchmarks that stop and continue it)."""
-    binary = binary or shutil.which("memcached")
-    if binary is None and os.path.exists("/usr/bin/memcached"):
-        binary = "/usr/bin/memcached"
-    if binary is None:
-        yield None
-        return
-    port = _free_port()
-    args = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "256"]
-    if os.geteuid() == 0:
-        args += ["-u", "root"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.02)
-        else:
-            raise RuntimeError(f"memcached did not start on port {port}")
-        yield f"127.0.0.1:{port}", proc
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-def _jinja_memcached_client(address: str) -> Any:
-    from pymemcache.client.base import PooledClient
-
-    from .tiers.memcached import parse_server
-
-    # The same options as MemcachedTier's, so the comparison is of the caches, not of
-    # the client settings.
-    return PooledClient(
-        parse_server(address),
-        connect_timeout=0.05,
-        timeout=0.05,
-        no_delay=True,
-        default_noreply=False,
-        max_pool_size=32,
-    )
-
-
-# -- redis --------------------------------------------------------------------------------
-
-
-@contextmanager
-def private_redis(binary: str | None = None) -> Iterator[str | None]:
-    """Start a redis-server of our own on a free loopback port (no persistence) for the
-    duration; yields its ``host:port``, or None when no ``redis-server`` is installed."""
-    with private_redis_process(binary) as started:
-        yield None if started is None else started[0]
-
-
-@contextmanager
-def private_redis_process(
-    binary: str | None = None, extra_args: tuple[str, ...] = (), port: int | None = None
-) -> Iterator[tuple[str, subprocess.Popen[bytes]] | None]:
-    """Like :func:`private_redis`, yielding the address and the process (for the fault
-    figures, which stop and kill it)."""
-    binary = binary or shutil.which("redis-server")
-    if binary is None and os.path.exists("/usr/bin/redis-server"):
-        binary = "/usr/bin/redis-server"
-    if binary is None:
-        yield None
-        return
-    port = port or _free_port()
-    work = tempfile.mkdtemp(prefix="tbc-redis-")
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    args += ["--appendonly", "no", "--dir", work, *extra_args]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                time.sleep(0.02)
-        else:
-            raise RuntimeError(f"redis-server did not start on port {port}")
-        yield f"127.0.0.1:{port}", proc
-    finally:
-        proc.send_signal(signal.SIGCONT)
-        proc.kill()
-        proc.wait(timeout=10)
-        shutil.rmtree(work, ignore_errors=True)
-
-
-class PlainRedisBytecodeCache(BytecodeCache):
-    """A Redis bytecode cache as the existing packages (jinja2-redis and the like) write
-    one: Jinja's own bucket format under ``prefix + bucket.key``, no MAC, no namespace.
-    The anchor of the ``redis`` row: what our Redis tier must beat."""
-
-    def __init__(self, client: Any, prefix: str) -> None:
-        self.client = client
-        self.prefix = prefix
-
-    def load_bytecode(self, bucket: Bucket) -> None:
-        data = self.client.get(self.prefix + bucket.key)
-        if data is not None:
-            bucket.bytecode_from_string(data)
-
-    def dump_bytecode(self, bucket: Bucket) -> None:
-        self.client.set(self.prefix + bucket.key, bucket.bytecode_to_string())
-
-
-def _redis_client(address: str) -> Any:
-    # The options our RedisTier gives its own client, so that the comparison is of the
-    # caches, not of the client settings.
-    return RedisTier(f"redis://{address}/0").client
-
-
-def redis_available() -> bool:
-    """Whether redis-py is installed (the ``redis`` extra)."""
-    import importlib.util
-
-    return importlib.util.find_spec("redis") is not None
-
-
-# -- the run ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -550,7 +285,7 @@ def _contenders(
         )
     )
     if mc_address is not None:
-        client = _jinja_memcached_client(mc_address)
+        client = jinja_memcached_client(mc_address)
         stack.callback(client.close)
         prefix = "bench" + secrets.token_hex(4)
         out.insert(
@@ -568,7 +303,7 @@ def _contenders(
         )
     if redis_address is not None:
         prefix = "bench" + secrets.token_hex(4)
-        client = _redis_client(redis_address)
+        client = redis_client(redis_address)
         stack.callback(client.close)
         out.append(_Contender("plain-redis", env(PlainRedisBytecodeCache(client, f"{prefix}p/"))))
         redis_memory = MemoryTier(max_entries=100_000)
@@ -650,7 +385,7 @@ def run_bench(
             if gc_was_enabled:
                 gc.enable()
         report = BenchReport(config, names, samples, notes=notes)
-        report.environment = _describe_machine()
+        report.environment = describe_machine()
         report.breakdown = _breakdown(loader_dir, names, work, secret)
         if config.processes:
             processes = os.path.join(work, "processes")
@@ -689,10 +424,7 @@ def _timed_rounds(
 ) -> None:
     perf = time.perf_counter_ns
     for r in range(rounds):
-        # A rotating order, so no contender always follows the compile (which flushes
-        # the CPU caches) or always runs first.
-        order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
-        for c in order:
+        for c in rotated(contenders, r):
             gc.collect()
             row = []
             before, get = c.before_each, c.env.get_template
@@ -785,166 +517,3 @@ def _time_steps(
             runs.append(time.perf_counter_ns() - started)
         out[label] = statistics.median(runs) / 1000
     return out
-
-
-def _describe_machine() -> dict[str, Any]:
-    import platform
-
-    import jinja2
-
-    return {
-        "python": platform.python_version(),
-        "jinja2": jinja2.__version__,
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-    }
-
-
-# -- Redis fault figures ------------------------------------------------------------------
-
-
-def _cold_load(names: list[str], loader_dir: str, tiers: list[Any], secret: bytes) -> float:
-    """Seconds to load every template with a new cache over ``tiers`` (a new process's
-    first page views): with Redis unusable, every template compiles."""
-    cache = TieredBytecodeCache(tiers, secret=secret)
-    env = Environment(loader=FileSystemLoader(loader_dir), bytecode_cache=cache, cache_size=0)
-    started = time.perf_counter()
-    for name in names:
-        env.get_template(name)
-    return time.perf_counter() - started
-
-
-def redis_fault_figures(count: int = 36, rounds: int = 7) -> dict[str, Any]:
-    """Cold loads with a SIGSTOPped and a killed Redis against no Redis tier at all
-    (interleaved rounds, ratios per round, median and spread), and a 3-master cluster
-    with replicas losing the master of the generation key mid-run: the exceptions that
-    reached a render (must be 0) and the seconds until Redis hits resume."""
-    secret = secrets.token_bytes(32)
-    with ExitStack() as stack:
-        work = stack.enter_context(tempfile.TemporaryDirectory(prefix="tbc-faults-"))
-        loader_dir = os.path.join(work, "templates")
-        names = generate_corpus(loader_dir, count=count)
-        hung = stack.enter_context(private_redis_process())
-        if hung is None:
-            raise RuntimeError("redis-server is not installed")
-        hung[1].send_signal(signal.SIGSTOP)
-        dead = f"redis://127.0.0.1:{_free_port()}/0"
-        samples: dict[str, list[float]] = {"none": [], "sigstop": [], "killed": []}
-        modes = list(samples)
-        for r in range(rounds):
-            for mode in modes[r % 3 :] + modes[: r % 3]:
-                tiers: list[Any] = [MemoryTier()]
-                if mode == "sigstop":
-                    tiers.append(RedisTier(f"redis://{hung[0]}/0", prefix=f"r{r}"))
-                elif mode == "killed":
-                    tiers.append(RedisTier(dead, prefix=f"r{r}"))
-                samples[mode].append(_cold_load(names, loader_dir, tiers, secret))
-        ratios = {
-            mode: sorted(a / b for a, b in zip(samples[mode], samples["none"], strict=True))
-            for mode in ("sigstop", "killed")
-        }
-        out: dict[str, Any] = {
-            "templates": len(names),
-            "cold_load_none_ms": statistics.median(samples["none"]) * 1000,
-            **{
-                f"{mode}_vs_none": {
-                    "median": statistics.median(v),
-                    "min": v[0],
-                    "max": v[-1],
-                }
-                for mode, v in ratios.items()
-            },
-        }
-        out["cluster"] = _cluster_failover(stack, names, loader_dir, secret)
-        return out
-
-
-def _cluster_failover(
-    stack: ExitStack, names: list[str], loader_dir: str, secret: bytes
-) -> dict[str, Any]:
-    """Kill the master holding the generation key of a 3+3 cluster mid-run."""
-    args = (
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-        "--cluster-node-timeout",
-        "1000",
-        "--cluster-require-full-coverage",
-        "no",
-        "--repl-diskless-sync-delay",
-        "0",
-    )
-    nodes = []
-    for _ in range(6):
-        port = _free_port()
-        while port + 10000 > 65535:
-            port = _free_port()
-        started = stack.enter_context(private_redis_process(extra_args=args, port=port))
-        assert started is not None
-        nodes.append(started)
-    addresses = [address for address, _ in nodes]
-    subprocess.run(
-        ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "1"]
-        + ["--cluster-yes"],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        infos = [
-            subprocess.run(
-                ["redis-cli", "-p", a.rsplit(":", 1)[1], "info", "replication"],
-                capture_output=True,
-                timeout=10,
-            ).stdout
-            for a in addresses
-        ]
-        if sum(b"master_link_status:up" in i for i in infos) == 3:
-            break
-        time.sleep(0.1)
-    memory = MemoryTier()
-    tier = RedisTier(addresses[:2], prefix="failover")
-    cache = TieredBytecodeCache([memory, tier], secret=secret, breaker_cooldown=1.0)
-    env = Environment(loader=FileSystemLoader(loader_dir), bytecode_cache=cache, cache_size=0)
-    for name in names:
-        env.get_template(name)
-    node = tier.client.get_node_from_key(f"{tier.prefix}:gen")
-    victim = next(p for a, p in nodes if a == f"{node.host}:{node.port}")
-    victim.kill()
-    killed = time.monotonic()
-    render_errors = 0
-    resumed: float | None = None
-    loads = 0
-    while time.monotonic() - killed < 60:
-        memory.clear()
-        before = cache.stats().tiers[1]
-        for name in names[:4]:
-            try:
-                env.get_template(name)
-            except Exception:
-                render_errors += 1
-            loads += 1
-        after = cache.stats().tiers[1]
-        if after.hits - before.hits == 4 and after.errors == before.errors:
-            resumed = time.monotonic() - killed
-            break
-        time.sleep(0.01)
-    tier.close()
-    return {
-        "render_errors": render_errors,
-        "loads_during_failover": loads,
-        "seconds_until_hits_resume": resumed,
-        "tier_errors_counted": cache.stats().tiers[1].errors,
-        "cluster_node_timeout_ms": 1000,
-    }
-
-
-if __name__ == "__main__":  # pragma: no cover - a measurement, run by hand
-    import json
-    import sys
-
-    if sys.argv[1:] != ["redis-faults"]:
-        raise SystemExit("usage: python -m tiered_bccache.bench redis-faults")
-    print(json.dumps(redis_fault_figures(), indent=2))

@@ -1,0 +1,96 @@
+"""Timing and reporting shared by every benchmark: ratios taken per round and summarised
+over rounds, the targets they are held to, the rotating order of a round, and what the
+numbers were measured on.
+
+The machines these run on are shared and noisy, so an absolute time means little; a ratio
+against a baseline measured in the same round, in a rotating order, means a lot more.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+__all__ = ["Spread", "Target", "describe_machine", "ratios", "rotated", "verdict"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """The median and the range of repeated measurements of one quantity."""
+
+    median: float
+    low: float
+    high: float
+    count: int
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Spread:
+        """Summarise ``values``; raises ValueError when there are none."""
+        v = list(values)
+        if not v:
+            raise ValueError("no measurements to summarise")
+        return cls(float(statistics.median(v)), float(min(v)), float(max(v)), len(v))
+
+    def as_dict(self) -> dict[str, float]:
+        return {"median": self.median, "min": self.low, "max": self.high, "n": self.count}
+
+    def ratio(self) -> str:
+        """``1.03x``: the median as a ratio."""
+        return f"{self.median:.2f}x"
+
+    def range(self, fmt: str = ".2f") -> str:
+        """``0.98..1.07``: the spread, in the given format."""
+        return f"{self.low:{fmt}}..{self.high:{fmt}}"
+
+
+def ratios(numerator: Sequence[float], denominator: Sequence[float]) -> Spread:
+    """``numerator[i] / denominator[i]`` for every round ``i``, summarised over rounds.
+    A round whose denominator is not positive (nothing measured) is left out; raises
+    ValueError when no round is left, or when the two do not have as many rounds."""
+    return Spread.of(a / b for a, b in zip(numerator, denominator, strict=True) if b > 0)
+
+
+def rotated(items: Sequence[T], round_number: int) -> list[T]:
+    """``items`` rotated by ``round_number``: no contender always runs first, or always
+    right after the one that flushes the CPU caches."""
+    shift = round_number % len(items) if items else 0
+    return [*items[shift:], *items[:shift]]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A goal of the form ``numerator / denominator <= limit`` (or ``>=``)."""
+
+    label: str
+    numerator: str
+    denominator: str
+    limit: float
+    at_most: bool = True
+
+    def met(self, value: float) -> bool:
+        return value <= self.limit if self.at_most else value >= self.limit
+
+
+def verdict(target: Target, value: float) -> str:
+    """``<= 1.2x met`` or ``>= 0.9x MISSED``."""
+    op = "<=" if target.at_most else ">="
+    return f"{op} {target.limit:g}x {'met' if target.met(value) else 'MISSED'}"
+
+
+def describe_machine() -> dict[str, Any]:
+    """What the numbers were measured on, load average included (the machine is shared)."""
+    import jinja2
+
+    return {
+        "python": platform.python_version(),
+        "jinja2": jinja2.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
