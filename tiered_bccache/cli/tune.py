@@ -85,12 +85,13 @@ def _tier_sizes(curves: HitCurves, target: float) -> TierSizes:
     with_headers = rec.max_bytes * (1 + _entry_overhead() / max(average, 1))
     return TierSizes(
         target=target,
+        filesystem_max_bytes=math.ceil(with_headers / 0.9),
+        # The memory tier's bounds are the recommendation's own.
         best_hit_ratio=rec.best_hit_ratio,
         memory_max_entries=rec.max_entries,
         memory_max_entries_hit_ratio=rec.entries_hit_ratio,
         memory_max_bytes=rec.max_bytes,
         memory_max_bytes_hit_ratio=rec.bytes_hit_ratio,
-        filesystem_max_bytes=math.ceil(with_headers / 0.9),
     )
 
 
