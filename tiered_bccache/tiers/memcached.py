@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
-import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -12,14 +10,12 @@ from typing import Any, ClassVar, NamedTuple
 
 from ..errors import ConfigurationError
 from ..stats import RateLimitedLog
+from . import _generation
+from ._generation import ROUNDS, Generation, check_options, rebuild_options
 from ._validate import positive_int_or_none, positive_number
 
 __all__ = ["MemcachedTier", "parse_server"]
 
-_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-# Printable ASCII, no space: valid in memcached. Not starting with "#", which marks a
-# digest, so that a key that happens to be another key's digest never shares its item.
-_SAFE_KEY = re.compile(r"(?!#)[!-~]{1,150}")
 _HOST_PORT = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})"
 )
@@ -28,25 +24,9 @@ _HOST_PORT = re.compile(
 DEFAULT_ITEM_SIZE = 1024 * 1024
 _ITEM_OVERHEAD = 512
 
-#: The one shape of a namespace generation, the shape this tier writes: ASCII digits, no
-#: sign, no leading zero, at most 16 of them, below 2**53. A fleet starts at the time in
-#: milliseconds (13 digits) and a clear adds one, so the bound is centuries away, and far
-#: below memcached's 64-bit counters. Anything else at the key is foreign.
-_GENERATION = re.compile(rb"[1-9][0-9]{0,15}")
-_GENERATION_LIMIT = 2**53
-#: Rounds of read-then-write before giving up on agreeing with writers racing us.
-_ROUNDS = 4
-
-#: What :attr:`MemcachedTier.events` counts, all from 0 when the tier is built.
-EVENTS = (
-    "generation_missing",
-    "generation_foreign",
-    "generation_replaced",
-    "generation_repaired",
-    "generation_changed",
-    "generation_node_errors",
-    "entry_not_bytes",
-)
+#: What :attr:`MemcachedTier.events` counts, all from 0 when the tier is built: the
+#: generation's events (:data:`tiered_bccache.tiers._generation.EVENTS`), then ours.
+EVENTS = (*_generation.EVENTS, "generation_node_errors", "entry_not_bytes")
 
 
 Server = tuple[str, int] | str
@@ -68,26 +48,6 @@ def parse_server(spec: str) -> Server:
     if not 0 < port < 65536:
         raise ConfigurationError(f"servers: port {port} in {spec!r} is out of range")
     return (match["v6"] or match["host"], port)
-
-
-def _parse_generation(value: object) -> int | None:
-    """The generation ``value`` holds, or None when it is not of our shape."""
-    if not isinstance(value, (bytes, bytearray)) or _GENERATION.fullmatch(value) is None:
-        return None
-    number = int(value)
-    return number if number < _GENERATION_LIMIT else None
-
-
-def _describe(value: object) -> str:
-    """A short, safe description of a foreign value (it may be a megabyte of anything)."""
-    if isinstance(value, (bytes, bytearray)):
-        return f"{len(value)} bytes: {bytes(value[:32])!r}"
-    return f"a {type(value).__name__}"
-
-
-def _fresh_generation() -> int:
-    # Time-based, so that a fleet starting over never reuses an old namespace's number.
-    return time.time_ns() // 1_000_000
 
 
 class _RawBytes:
@@ -183,16 +143,9 @@ class MemcachedTier:
         dead_timeout: float = 10.0,
         generation_ttl: float = 2.0,
     ) -> None:
-        if not isinstance(prefix, str) or _PREFIX.fullmatch(prefix) is None:
-            raise ConfigurationError(
-                f"prefix must be 1-64 characters of [A-Za-z0-9_.:-], got {prefix!r}"
-            )
-        if isinstance(expire, bool) or not isinstance(expire, int) or expire < 0:
-            raise ConfigurationError(
-                f"expire must be a non-negative integer (seconds), got {expire!r}"
-            )
-        self.prefix = prefix
-        self.expire = expire
+        self.prefix, self.expire, self.generation_ttl = check_options(
+            prefix, expire, generation_ttl
+        )
         self.connect_timeout = positive_number("connect_timeout", connect_timeout)
         self.timeout = positive_number("timeout", timeout)
         item = positive_int_or_none("max_item_size", max_item_size)
@@ -214,7 +167,6 @@ class MemcachedTier:
             )
         self.retry_attempts = retry_attempts
         self.dead_timeout = positive_number("dead_timeout", dead_timeout)
-        self.generation_ttl = positive_number("generation_ttl", generation_ttl, allow_zero=True)
         self._servers: list[str] | None
         if isinstance(servers, str):
             self._servers = [servers]
@@ -237,14 +189,14 @@ class MemcachedTier:
         else:
             self.client = servers
             self.name = f"memcached:{type(servers).__name__}"
-        self._gen_key = f"{prefix}:gen"
-        self._gen = ""
-        self._gen_checked = -1.0e9
-        self._gen_lock = threading.Lock()
+        self._log = RateLimitedLog()
+        self._generation = Generation(
+            self.name, prefix, ttl=self.generation_ttl, events=EVENTS, log=self._log
+        )
+        self._gen_key = self._generation.key
+        self.events = self._generation.events
         #: node name -> time.monotonic() until which generation reads skip it
         self._down_until: dict[str, float] = {}
-        self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
-        self._log = RateLimitedLog()
 
     def _make_client(self, servers: list[Server]) -> Any:
         # Imported here, when a tier is built, not with the package: pymemcache brings in
@@ -280,38 +232,14 @@ class MemcachedTier:
             raise TypeError(
                 "a MemcachedTier built on a ready client cannot be pickled; pass server addresses"
             )
-        options = {
-            "prefix": self.prefix,
-            "expire": self.expire,
-            "connect_timeout": self.connect_timeout,
-            "timeout": self.timeout,
-            "max_item_size": self.max_item_size,
-            "compress": self.compress,
-            "max_pool_size": self.max_pool_size,
-            "retry_attempts": self.retry_attempts,
-            "dead_timeout": self.dead_timeout,
-            "generation_ttl": self.generation_ttl,
-        }
-        return (_rebuild, (self._servers, options))
+        return (_rebuild, (self._servers, rebuild_options(self)))
 
     # -- the namespace generation ------------------------------------------------------
 
     def generation(self) -> str:
         """The namespace generation in every key, re-read from the servers at most every
         ``generation_ttl`` seconds; :meth:`clear` bumps it."""
-        if time.monotonic() - self._gen_checked < self.generation_ttl:
-            return self._gen
-        # While one thread re-reads it, the others go on with the generation they have
-        # rather than queue behind a slow node.
-        if not self._gen_lock.acquire(blocking=not self._gen):
-            return self._gen
-        try:
-            if time.monotonic() - self._gen_checked >= self.generation_ttl:
-                self._gen = self._fetch_generation()
-                self._gen_checked = time.monotonic()
-            return self._gen
-        finally:
-            self._gen_lock.release()
+        return self._generation.get(self._fetch_generation)
 
     def _nodes(self) -> list[tuple[str, Any]]:
         """Every node's own client: a HashClient's per-server clients, or the one client.
@@ -362,20 +290,7 @@ class MemcachedTier:
                 self._node_failed(node, exc)
                 error = exc
                 continue
-            number = _parse_generation(value)
-            if value is None:
-                self.events["generation_missing"] += 1
-            elif number is None:
-                self.events["generation_foreign"] += 1
-                self._log.warning(
-                    "generation-foreign",
-                    "tiered_bccache: %s: foreign value at %r on %s (%s); replacing it "
-                    "with a generation",
-                    self.name,
-                    self._gen_key,
-                    node,
-                    _describe(value),
-                )
+            number = self._generation.reading(value, f"{self._gen_key!r} on {node}")
             readings.append(_Reading(node, client, value, token, number))
         if not readings:
             assert error is not None
@@ -414,15 +329,9 @@ class MemcachedTier:
         """Read every live node, agree on the largest valid generation, and repair the
         nodes that hold anything else."""
         nodes = self._live_nodes()
-        for _ in range(_ROUNDS):
+        for _ in range(ROUNDS):
             readings = self._read(nodes)
-            valid = [r.number for r in readings if r.number is not None]
-            if valid:
-                target = max(valid)
-            else:
-                # Lost everywhere (a restart, an eviction, a foreign writer). Keep the
-                # generation we were using so that entries written since stay visible.
-                target = int(self._gen) if self._gen else _fresh_generation()
+            target = self._generation.choose(r.number for r in readings)
             if self._write(readings, target):
                 break
         else:
@@ -432,17 +341,12 @@ class MemcachedTier:
                     f"memcached did not keep the generation key {self._gen_key!r}"
                 )
             target = max(valid)
-        generation = str(target)
-        if self._gen and generation != self._gen:
-            self.events["generation_changed"] += 1
-        return generation
+        return self._generation.agreed(target)
 
     def key(self, key: str) -> str:
         """The memcached key for ``key``: valid whatever ``key`` holds (at most 250 bytes,
         printable ASCII without spaces)."""
-        if _SAFE_KEY.fullmatch(key) is None:
-            key = "#" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-        return f"{self.prefix}:{self.generation()}:{key}"
+        return self._generation.entry_key(key, self.generation())
 
     # -- the Tier interface ------------------------------------------------------------
 
@@ -454,14 +358,7 @@ class MemcachedTier:
             return bytes(value)
         # Only a ready client whose serde decodes gets here: what it decoded is not
         # ours (bytes(5) would even make five zero bytes of it).
-        self.events["entry_not_bytes"] += 1
-        self._log.warning(
-            "entry-not-bytes",
-            "tiered_bccache: %s: the client decoded an entry into %s; a miss (give it a "
-            "serde that returns bytes)",
-            self.name,
-            type(value).__name__,
-        )
+        self._generation.entry_not_bytes(value, "give it a serde that returns bytes")
         return None
 
     def set(self, key: str, value: bytes) -> None:
@@ -474,7 +371,7 @@ class MemcachedTier:
         # now would pick a new generation and orphan what the running ones write.
         # Re-adding ours (a no-op while it exists) keeps them in agreement. Writes follow
         # compiles, and a reply is not awaited: this is cheap.
-        payload = self._gen.encode()
+        payload = self._generation.current.encode()
         for node, client in self._live_nodes():
             try:
                 client.add(self._gen_key, payload, expire=0, noreply=True)
@@ -487,20 +384,16 @@ class MemcachedTier:
     def clear(self) -> None:
         """Bump the generation on every live node: one past the agreed one. Clears racing
         each other may make one bump, which clears for all of them."""
-        with self._gen_lock:
-            target = int(self._fetch_generation()) + 1
-            force = target >= _GENERATION_LIMIT  # only a foreign writer gets this far
-            if force:
-                target = _fresh_generation()
-            for _ in range(_ROUNDS):
+        with self._generation.lock:
+            target, force = self._generation.bumped(self._fetch_generation())
+            for _ in range(ROUNDS):
                 if self._write(self._read(self._live_nodes()), target, force=force):
                     break
             else:
                 raise ConnectionError(
                     f"memcached: could not bump {self._gen_key!r}: other writers kept racing"
                 )
-            self._gen = str(target)
-            self._gen_checked = -1.0e9
+            self._generation.cleared(target)
 
     def close(self) -> None:
         """Close the connections (they are reopened on the next use)."""

@@ -7,24 +7,16 @@ import hashlib
 import logging
 import re
 import threading
-import time
 import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from ..errors import ConfigurationError
 from ..stats import RateLimitedLog
+from . import _generation
+from ._generation import ROUNDS, Generation, check_options, rebuild_options
 from ._validate import positive_int_or_none, positive_number
-from .memcached import (
-    _GENERATION_LIMIT,
-    _PREFIX,
-    _ROUNDS,
-    _SAFE_KEY,
-    _describe,
-    _fresh_generation,
-    _parse_generation,
-    parse_server,
-)
+from .memcached import parse_server
 
 __all__ = ["EVENTS", "RedisTier"]
 
@@ -34,16 +26,9 @@ SCHEMES = ("redis://", "rediss://", "unix://")
 #: so a multi-megabyte value stalls every other client while it is copied.
 DEFAULT_MAX_ENTRY_SIZE = 1024 * 1024
 
-#: What :attr:`RedisTier.events` counts, all from 0 when the tier is built.
-EVENTS = (
-    "generation_missing",
-    "generation_foreign",
-    "generation_replaced",
-    "generation_repaired",
-    "generation_changed",
-    "entry_not_bytes",
-    "entry_wrong_type",
-)
+#: What :attr:`RedisTier.events` counts, all from 0 when the tier is built: the
+#: generation's events (:data:`tiered_bccache.tiers._generation.EVENTS`), then ours.
+EVENTS = (*_generation.EVENTS, "entry_not_bytes", "entry_wrong_type")
 
 #: Compare-and-set of the generation key, atomic on the server. ARGV[1] is what the
 #: caller read: "" for no key, "wrongtype" for a key of another type, else the SHA-1 of
@@ -132,16 +117,9 @@ class RedisTier:
         pool_timeout: float = 0.05,
         generation_ttl: float = 2.0,
     ) -> None:
-        if not isinstance(prefix, str) or _PREFIX.fullmatch(prefix) is None:
-            raise ConfigurationError(
-                f"prefix must be 1-64 characters of [A-Za-z0-9_.:-], got {prefix!r}"
-            )
-        if isinstance(expire, bool) or not isinstance(expire, int) or expire < 0:
-            raise ConfigurationError(
-                f"expire must be a non-negative integer (seconds), got {expire!r}"
-            )
-        self.prefix = prefix
-        self.expire = expire
+        self.prefix, self.expire, self.generation_ttl = check_options(
+            prefix, expire, generation_ttl
+        )
         self.connect_timeout = positive_number("connect_timeout", connect_timeout)
         self.timeout = positive_number("timeout", timeout)
         self.max_entry_size: int | None = positive_int_or_none("max_entry_size", max_entry_size)
@@ -151,7 +129,6 @@ class RedisTier:
             raise ConfigurationError("max_connections must be a positive integer, got None")
         self.max_connections = limit
         self.pool_timeout = positive_number("pool_timeout", pool_timeout)
-        self.generation_ttl = positive_number("generation_ttl", generation_ttl, allow_zero=True)
         try:
             # Imported here, when a tier is built, not with the package: a worker without
             # Redis never pays for redis-py.
@@ -204,12 +181,12 @@ class RedisTier:
                 f"target: expected a redis:// URL, a list of cluster nodes or a client, "
                 f"got {target!r}"
             )
-        self._gen_key = f"{prefix}:gen"
-        self._gen = ""
-        self._gen_checked = -1.0e9
-        self._gen_lock = threading.Lock()
-        self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
         self._log = RateLimitedLog(logger)
+        self._generation = Generation(
+            self.name, prefix, ttl=self.generation_ttl, events=EVENTS, log=self._log
+        )
+        self._gen_key = self._generation.key
+        self.events = self._generation.events
 
     def _no_retry(self) -> Any:
         from redis.backoff import NoBackoff
@@ -273,93 +250,52 @@ class RedisTier:
             raise TypeError(
                 "a RedisTier built on a ready client cannot be pickled; pass a URL or nodes"
             )
-        options = {
-            "prefix": self.prefix,
-            "expire": self.expire,
-            "connect_timeout": self.connect_timeout,
-            "timeout": self.timeout,
-            "max_entry_size": self.max_entry_size,
-            "compress": self.compress,
-            "max_connections": self.max_connections,
-            "pool_timeout": self.pool_timeout,
-            "generation_ttl": self.generation_ttl,
-        }
-        return (_rebuild, (self._target, options))
+        return (_rebuild, (self._target, rebuild_options(self)))
 
     # -- the namespace generation ------------------------------------------------------
 
     def generation(self) -> str:
         """The namespace generation in every key, re-read from the server at most every
         ``generation_ttl`` seconds; :meth:`clear` bumps it."""
-        if time.monotonic() - self._gen_checked < self.generation_ttl:
-            return self._gen
-        # While one thread re-reads it, the others go on with the generation they have
-        # rather than queue behind a slow server.
-        if not self._gen_lock.acquire(blocking=not self._gen):
-            return self._gen
-        try:
-            if time.monotonic() - self._gen_checked >= self.generation_ttl:
-                self._gen = self._fetch_generation()
-                self._gen_checked = time.monotonic()
-            return self._gen
-        finally:
-            self._gen_lock.release()
+        return self._generation.get(self._fetch_generation)
 
     def _read(self) -> tuple[int | None, str]:
         """The generation at the key (None when missing or foreign) and the token a
         compare-and-set of what was read needs."""
+        where = repr(self._gen_key)
         try:
             value = self.client.get(self._gen_key)
         except self._redis.exceptions.ResponseError as exc:
             if not _wrong_type(exc):
                 raise
-            value, token = exc, "wrongtype"
-        else:
-            if value is None:
-                self.events["generation_missing"] += 1
-                return None, ""
-            if isinstance(value, str):  # a ready client that decodes
-                value = value.encode("utf-8", "surrogateescape")
-            token = hashlib.sha1(bytes(value)).hexdigest()
-        number = _parse_generation(value)
-        if number is None:
-            self.events["generation_foreign"] += 1
-            self._log.warning(
-                "generation-foreign",
-                "tiered_bccache: %s: foreign value at %r (%s); replacing it with a generation",
-                self.name,
-                self._gen_key,
-                "a key of another type" if token == "wrongtype" else _describe(value),
-            )
-        return number, token
+            return self._generation.reading(exc, where, "a key of another type"), "wrongtype"
+        if value is None:
+            return self._generation.reading(None, where), ""
+        if isinstance(value, str):  # a ready client that decodes
+            value = value.encode("utf-8", "surrogateescape")
+        token = hashlib.sha1(bytes(value)).hexdigest()
+        return self._generation.reading(value, where), token
 
     def _cas(self, token: str, target: int) -> bool:
         return bool(self.client.eval(_CAS, 1, self._gen_key, token, str(target)))
 
     def _fetch_generation(self) -> str:
         """Read the generation; put ours back where it is missing or foreign."""
-        for _ in range(_ROUNDS):
+        for _ in range(ROUNDS):
             number, token = self._read()
+            target = self._generation.choose([number])
             if number is not None:
-                break
-            # Lost (a restart, an eviction, a foreign writer). Keep the generation we
-            # were using so that entries written since stay visible.
-            number = int(self._gen) if self._gen else _fresh_generation()
-            if self._cas(token, number):
+                break  # a generation of our shape: nothing to write
+            if self._cas(token, target):
                 self.events["generation_repaired" if token == "" else "generation_replaced"] += 1
                 break
         else:
             raise ConnectionError(f"redis did not keep the generation key {self._gen_key!r}")
-        generation = str(number)
-        if self._gen and generation != self._gen:
-            self.events["generation_changed"] += 1
-        return generation
+        return self._generation.agreed(target)
 
     def key(self, key: str) -> str:
         """The Redis key for ``key``: short and printable whatever ``key`` holds."""
-        if _SAFE_KEY.fullmatch(key) is None:
-            key = "#" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-        return f"{self.prefix}:{self.generation()}:{key}"
+        return self._generation.entry_key(key, self.generation())
 
     # -- the Tier interface ------------------------------------------------------------
 
@@ -377,14 +313,7 @@ class RedisTier:
             return None
         if value is None or type(value) is bytes:
             return value
-        self.events["entry_not_bytes"] += 1
-        self._log.warning(
-            "entry-not-bytes",
-            "tiered_bccache: %s: the client decoded an entry into %s; a miss (build it with "
-            "decode_responses=False)",
-            self.name,
-            type(value).__name__,
-        )
+        self._generation.entry_not_bytes(value, "build it with decode_responses=False")
         return None
 
     def set(self, key: str, value: bytes) -> None:
@@ -396,7 +325,7 @@ class RedisTier:
             # agreement.
             pipe = self.client.pipeline(transaction=False)
             pipe.set(name, value, ex=self.expire or None)
-            pipe.set(self._gen_key, self._gen, nx=True)
+            pipe.set(self._gen_key, self._generation.current, nx=True)
             stored, restored = pipe.execute()
         except self._redis.exceptions.TimeoutError as exc:
             raise _timeout(exc) from exc
@@ -414,12 +343,9 @@ class RedisTier:
     def clear(self) -> None:
         """Bump the generation: one past the current one. Clears racing each other may
         make one bump, which clears for all of them."""
-        with self._gen_lock:
-            target = int(self._fetch_generation()) + 1
-            force = target >= _GENERATION_LIMIT  # only a foreign writer gets this far
-            if force:
-                target = _fresh_generation()
-            for _ in range(_ROUNDS):
+        with self._generation.lock:
+            target, force = self._generation.bumped(self._fetch_generation())
+            for _ in range(ROUNDS):
                 number, token = self._read()
                 if number is not None and number >= target and not force:
                     break
@@ -429,8 +355,7 @@ class RedisTier:
                 raise ConnectionError(
                     f"redis: could not bump {self._gen_key!r}: other writers kept racing"
                 )
-            self._gen = str(target)
-            self._gen_checked = -1.0e9
+            self._generation.cleared(target)
 
     def server_stats(self) -> list[dict[str, Any]]:
         """The server's own figures, one dict per server (per master in a cluster):
