@@ -40,15 +40,7 @@ from tiered_bccache.benchkit.timing import Spread, describe_machine, ratios
 from tiered_bccache.entry import EntryCodec
 from tiered_bccache.humanize import human_bytes, human_us
 
-from .common import (
-    Corpus,
-    compiled_corpus,
-    interleave,
-    parser,
-    table,
-    time_calls,
-    write_json,
-)
+from .common import Corpus, compiled_corpus, interleave, parser, table, time_calls, write_json
 
 SECRET = secrets.token_bytes(32)
 #: What a 1 Gb/s link moves at best, for the recommendation's comparison.

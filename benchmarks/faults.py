@@ -18,7 +18,6 @@ must be 0, and the seconds until Redis hits resume).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -38,20 +37,11 @@ from tiered_bccache import (
     RedisTier,
     TieredBytecodeCache,
 )
+from tiered_bccache.benchkit import servers
 from tiered_bccache.benchkit.corpus import generate_corpus
-from tiered_bccache.benchkit.servers import (
-    CLUSTER_NODE_TIMEOUT_MS,
-    MemcachedServer,
-    RedisServer,
-    create_redis_cluster,
-    free_cluster_port,
-    free_port,
-    memcached_binary,
-    private_redis_process,
-    redis_cluster_args,
-    running,
-)
 from tiered_bccache.benchkit.timing import Target, ratios, rotated, verdict
+
+from .common import parser, write_json
 
 SECRET = secrets.token_bytes(32)
 COOLDOWN = 2.0
@@ -86,7 +76,7 @@ def _interleaved(
     return times, details
 
 
-def _recovery(server: MemcachedServer, loader_dir: str, name: str) -> float:
+def _recovery(server: servers.MemcachedServer, loader_dir: str, name: str) -> float:
     """Seconds from SIGCONT of a hung server until the cache writes to it again."""
     memory = MemoryTier()
     tier = MemcachedTier(server.address, prefix="rec" + secrets.token_hex(4))
@@ -112,15 +102,15 @@ def _recovery(server: MemcachedServer, loader_dir: str, name: str) -> float:
 
 def memcached_faults(count: int, repeats: int) -> dict[str, Any]:
     """The memcached scenarios and the recovery of a hung server, printed as a table."""
-    if memcached_binary() is None:
+    if servers.memcached_binary() is None:
         raise SystemExit("benchmarks.faults needs memcached: apt-get install memcached")
     with ExitStack() as stack:
         work = stack.enter_context(tempfile.TemporaryDirectory(prefix="tbc-faults-"))
         loader_dir = os.path.join(work, "templates")
         names = generate_corpus(loader_dir, count=count)
-        servers = [MemcachedServer(free_port(), ["-m", "256"]) for _ in range(4)]
-        healthy, hung, node2, node3 = stack.enter_context(running(servers))
-        dead = f"127.0.0.1:{free_port()}"  # nobody listens: connection refused
+        four = [servers.MemcachedServer(servers.free_port(), ["-m", "256"]) for _ in range(4)]
+        healthy, hung, node2, node3 = stack.enter_context(servers.running(four))
+        dead = f"127.0.0.1:{servers.free_port()}"  # nobody listens: connection refused
         hung.pause()
 
         def fs() -> FileSystemTier:
@@ -177,13 +167,13 @@ def redis_faults(count: int, repeats: int) -> dict[str, Any]:
         work = stack.enter_context(tempfile.TemporaryDirectory(prefix="tbc-faults-"))
         loader_dir = os.path.join(work, "templates")
         names = generate_corpus(loader_dir, count=count)
-        hung = stack.enter_context(private_redis_process())
+        hung = stack.enter_context(servers.private_redis_process())
         if hung is None:
             raise SystemExit(
                 "benchmarks.faults --redis needs redis-server: apt-get install redis-server"
             )
         hung.pause()
-        dead = f"redis://127.0.0.1:{free_port()}/0"
+        dead = f"redis://127.0.0.1:{servers.free_port()}/0"
 
         def redis(url: str) -> list[Any]:
             return [MemoryTier(), RedisTier(url, prefix="f" + secrets.token_hex(4))]
@@ -212,11 +202,15 @@ def _cluster_failover(
 ) -> dict[str, Any]:
     """Kill the master holding the generation key of a 3+3 cluster mid-run."""
     nodes = [
-        RedisServer(free_cluster_port(), redis_cluster_args(), directory=tempfile.mkdtemp(dir=work))
+        servers.RedisServer(
+            servers.free_cluster_port(),
+            servers.redis_cluster_args(),
+            directory=tempfile.mkdtemp(dir=work),
+        )
         for _ in range(6)
     ]
-    stack.enter_context(running(nodes))
-    create_redis_cluster(nodes)
+    stack.enter_context(servers.running(nodes))
+    servers.create_redis_cluster(nodes)
     memory = MemoryTier()
     tier = RedisTier([n.address for n in nodes[:2]], prefix="failover")
     cache = TieredBytecodeCache([memory, tier], secret=SECRET, breaker_cooldown=1.0)
@@ -249,28 +243,19 @@ def _cluster_failover(
         "loads_during_failover": loads,
         "seconds_until_hits_resume": resumed,
         "tier_errors_counted": cache.stats().tiers[1].errors,
-        "cluster_node_timeout_ms": CLUSTER_NODE_TIMEOUT_MS,
+        "cluster_node_timeout_ms": servers.CLUSTER_NODE_TIMEOUT_MS,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.faults",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--redis", action="store_true", help="Redis faults instead (JSON)")
-    parser.add_argument("--quick", action="store_true", help="fewer templates and repeats")
-    parser.add_argument("--count", type=int, default=None, help="templates in the corpus")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--json", metavar="FILE")
-    args = parser.parse_args(argv)
+    p = parser("faults", __doc__)
+    p.add_argument("--redis", action="store_true", help="Redis faults instead (JSON)")
+    p.add_argument("--count", type=int, default=None, help="templates in the corpus")
+    p.add_argument("--repeats", dest="rounds", type=int, help="the same as --rounds")
+    args = p.parse_args(argv)
     count = args.count or (12 if args.quick else 36)
-    repeats = args.repeats or (3 if args.quick else (7 if args.redis else 5))
-    report = (redis_faults if args.redis else memcached_faults)(count, repeats)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+    repeats = args.rounds or (3 if args.quick else (7 if args.redis else 5))
+    write_json(args.json, (redis_faults if args.redis else memcached_faults)(count, repeats))
     return 0
 
 

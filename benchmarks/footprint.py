@@ -44,13 +44,7 @@ from tiered_bccache import FileSystemTier, MemoryTier, TieredBytecodeCache
 from tiered_bccache.benchkit.timing import Spread, describe_machine
 from tiered_bccache.humanize import human_bytes
 
-from .common import (
-    Deadline,
-    compiled_corpus,
-    parser,
-    table,
-    write_json,
-)
+from .common import Deadline, compiled_corpus, parser, table, write_json
 
 _ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,6 @@ waits longer than a compile would have taken plus a small margin.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import secrets
@@ -26,6 +25,9 @@ from jinja2.bccache import BytecodeCache
 
 from tiered_bccache import FileSystemTier, MemoryTier, TieredBytecodeCache
 from tiered_bccache.benchkit.corpus import generate_corpus
+from tiered_bccache.benchkit.timing import ratios
+
+from .common import write_json
 
 
 class CountingEnvironment(Environment):
@@ -150,16 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     ours = report["runs"]["ours"]
     jinja = report["runs"]["jinja"]
-    ratio = statistics.median(
-        j["elapsed_max"] / o["elapsed_max"] for j, o in zip(jinja, ours, strict=True)
-    )
+    ratio = ratios([j["elapsed_max"] for j in jinja], [o["elapsed_max"] for o in ours]).median
     print(f"slowest process: Jinja's cache takes {ratio:.2f}x as long as ours")
     met = max(r["max_compiles_of_a_template"] for r in ours) <= 2
     print(f"target: at most 2 compiles of any template: {'met' if met else 'MISSED'}")
     report["slowest_process_ratio_jinja_over_ours"] = ratio
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+    write_json(args.json, report)
     return 0
 
 

@@ -37,13 +37,7 @@ from tiered_bccache import MemoryTier, TieredBytecodeCache
 from tiered_bccache.benchkit.contenders import DictFloor
 from tiered_bccache.benchkit.timing import Spread, Target, describe_machine, ratios, verdict
 
-from .common import (
-    compiled_corpus,
-    interleave,
-    parser,
-    table,
-    write_json,
-)
+from .common import compiled_corpus, interleave, parser, table, write_json
 
 TARGET = Target("4 threads vs 1, memory-tier hits", "4 threads", "1 thread", 0.9, False)
 

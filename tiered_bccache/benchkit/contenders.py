@@ -68,15 +68,21 @@ class MarshalFileFloor(DictFloor):
     def _path(self, name: str) -> str:
         return os.path.join(self.directory, name.replace("/", "__"))
 
+    def _read(self, name: str) -> bytes | None:
+        # One call, no stat first: the least a file cache can do (and no race).
+        try:
+            with open(self._path(name), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
     def get_bucket(
         self, environment: Environment, name: str, filename: str | None, source: str
     ) -> Bucket:
         bucket = Bucket(environment, name, "")
-        try:
-            with open(self._path(name), "rb") as f:
-                bucket.code = marshal.loads(f.read())
-        except FileNotFoundError:
-            pass
+        data = self._read(name)
+        if data is not None:
+            bucket.code = marshal.loads(data)
         return bucket
 
     def set_bucket(self, bucket: Bucket) -> None:
@@ -97,10 +103,8 @@ class SignedFileFloor(MarshalFileFloor):
         self, environment: Environment, name: str, filename: str | None, source: str
     ) -> Bucket:
         bucket = Bucket(environment, name, "")
-        try:
-            with open(self._path(name), "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
+        data = self._read(name)
+        if data is None:
             return bucket
         view = memoryview(data)
         mac = hmac.digest(self.secret, view[:-52], sha256)

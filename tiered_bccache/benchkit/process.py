@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from .timing import Spread, Target, ratios, rotated
+from .timing import Spread, Target, ratios, rotated, target_table
 
 __all__ = ["ProcessReport", "run_process_bench"]
 
@@ -251,16 +251,7 @@ class ProcessReport(NamedTuple):
                 f"{c:<13} {statistics.median(self.wall[c]) * 1000:>7.1f}ms "
                 f"{statistics.median(self.cpu[c]) * 1000:>7.1f}ms {cells[0]:>12} {cells[1]:>9}"
             )
-        lines += ["", f"{'ratio':<24} {'median':>7} {'spread':>12}  {'target':<13} what"]
-        for t in PROCESS_TARGETS:
-            r = self.ratio(t.numerator, t.denominator)
-            if r is None:
-                continue
-            verdict = "met" if t.met(r.median) else "MISSED"
-            lines.append(
-                f"{t.numerator}/{t.denominator:<12} {r.median:>6.3f}x {r.range()}"
-                f"  <= {t.limit:g}x {verdict:<6} {t.label}"
-            )
+        lines += ["", *target_table(PROCESS_TARGETS, self.ratio, digits=3)]
         r = self.ratio("import-ours", "python", cpu=True)
         if r is not None:
             lines.append(f"  (in CPU time: {r.median:.3f}x, {r.range()})")

@@ -11,11 +11,19 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["Spread", "Target", "describe_machine", "ratios", "rotated", "verdict"]
+__all__ = [
+    "Spread",
+    "Target",
+    "describe_machine",
+    "ratios",
+    "rotated",
+    "target_table",
+    "verdict",
+]
 
 T = TypeVar("T")
 
@@ -81,6 +89,24 @@ def verdict(target: Target, value: float) -> str:
     """``<= 1.2x met`` or ``>= 0.9x MISSED``."""
     op = "<=" if target.at_most else ">="
     return f"{op} {target.limit:g}x {'met' if target.met(value) else 'MISSED'}"
+
+
+def target_table(
+    targets: Iterable[Target], ratio: Callable[[str, str], Spread | None], *, digits: int = 2
+) -> list[str]:
+    """The lines of a report that hold its ratios to ``targets``: the median over rounds
+    (``digits`` decimals), the spread and the verdict. ``ratio(numerator, denominator)``
+    returns None for a pair that was not measured; its target is left out."""
+    lines = [f"{'ratio':<24} {'median':>7} {'spread':>12}  {'target':<14} what"]
+    for t in targets:
+        r = ratio(t.numerator, t.denominator)
+        if r is not None:
+            name = f"{t.numerator}/{t.denominator}"
+            goal = verdict(t, r.median)
+            lines.append(
+                f"{name:<24} {r.median:>6.{digits}f}x {r.range():>12}  {goal:<14} {t.label}"
+            )
+    return lines
 
 
 def describe_machine() -> dict[str, Any]:
