@@ -4,6 +4,7 @@ key prefixes."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import uuid
@@ -37,13 +38,25 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SECRET = b"0123456789abcdef-test-secret-key"
 
 
+def missing(message: str) -> None:
+    """Skip a test whose server or extra is not installed; under CI=true, where
+    scripts/setup.sh installs every one, fail it instead: a test that skips in CI does
+    not exist."""
+    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+        pytest.fail(message + "; under CI=true this is a failure, not a skip")
+    pytest.skip(message)
+
+
+def require_extra(module: str, extra: str) -> None:
+    """Go on only when ``module`` (from the ``extra`` extra) is installed."""
+    if importlib.util.find_spec(module) is None:
+        missing(f"{module} is not installed (pip install 'tiered-bccache[{extra}]')")
+
+
 def _require(binary: str | None, what: str) -> None:
-    """Skip a test whose server is not installed; under CI=true, fail it instead."""
+    """Go on only when the server ``what`` is installed."""
     if binary is None:
-        message = f"{what} is not installed (apt-get install {what})"
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail(message + "; under CI=true this is a failure, not a skip")
-        pytest.skip(message)
+        missing(f"{what} is not installed (apt-get install {what})")
 
 
 def _running_servers(count: int, extra_args: list[str]) -> Iterator[list[MemcachedServer]]:

@@ -3,7 +3,6 @@ with real directories, a real memcached, and real templates."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pty
@@ -17,7 +16,8 @@ from pathlib import Path
 import pytest
 from jinja2 import Environment, FileSystemLoader
 
-from tests.conftest import SECRET, MemcachedServer, RedisServer, free_port
+from tests.conftest import SECRET, MemcachedServer, RedisServer, free_port, require_extra
+from tests.test_procbench import ALL_CONTENDERS
 from tiered_bccache import (
     FileSystemTier,
     MemcachedTier,
@@ -436,17 +436,7 @@ def test_bench_prints_the_table_and_writes_json(
     # The whole-process table, with every contender timed in every round.
     assert "whole processes: 3 templates loaded by a new process" in result.stdout
     wall = report["processes"]["wall_s"]
-    assert set(wall) == {
-        "python",
-        "import-ours",
-        "none",
-        "floor",
-        "floor-signed",
-        "jinja-fs",
-        "ours-fs",
-        "jinja-mc",
-        "ours-mc",
-    }
+    assert set(wall) == ALL_CONTENDERS
     assert all(len(times) == 3 and min(times) > 0 for times in wall.values())
     # The template-string loop, its outputs checked equal to plain Jinja's first.
     assert "template strings: 2 iterations" in result.stdout
@@ -469,18 +459,6 @@ def test_plot_without_matplotlib_names_the_extra(tmp_path: Path, args: tuple[str
     result = run_cli(*args, "--plot", str(tmp_path / "x.png"), pythonpath=[shadow.parent])
     assert result.returncode == 2
     assert "pip install 'tiered-bccache[plot]'" in one_line_error(result)
-
-
-def require_extra(module: str, extra: str) -> None:
-    """Skip the test when ``module`` is not installed, except under CI=true, where
-    scripts/setup.sh installs every extra and a missing one fails the test: a test
-    that skips in CI does not exist."""
-    if importlib.util.find_spec(module) is not None:
-        return
-    message = f"{module} is not installed (pip install 'tiered-bccache[{extra}]')"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message + "; under CI=true this is a failure, not a skip")
-    pytest.skip(message)
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SECRET
-from tests.test_prometheus import require_extra
+from tests.conftest import SECRET, require_extra
 from tiered_bccache import (
     CacheStats,
     FileSystemTier,

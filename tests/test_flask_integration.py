@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SECRET, RedisServer
-from tests.test_prometheus import require_extra
+from tests.conftest import SECRET, RedisServer, require_extra
 from tiered_bccache import ConfigurationError, FileSystemTier, MemoryTier, RedisTier
 from tiered_bccache.secret import ENV_VAR
 from tiered_bccache.spec import TIERS_ENV_VAR

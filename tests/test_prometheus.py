@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import pytest
 from jinja2 import DictLoader, Environment
 
-from tests.conftest import SECRET, MemcachedServer
+from tests.conftest import SECRET, MemcachedServer, require_extra
 from tiered_bccache import FileSystemTier, MemcachedTier, MemoryTier, TieredBytecodeCache
 from tiered_bccache.prometheus import TieredCacheCollector
 
 TEMPLATES = {"a.html": "{{ x }}", "b.html": "{% for i in y %}{{ i }}{% endfor %}"}
-
-
-def require_extra(module: str, extra: str) -> None:
-    """Skip the test when ``module`` is not installed, except under CI=true, where
-    scripts/setup.sh installs every extra and a missing one fails the test: a test
-    that skips in CI does not exist."""
-    if importlib.util.find_spec(module) is not None:
-        return
-    message = f"{module} is not installed (pip install 'tiered-bccache[{extra}]')"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message + "; under CI=true this is a failure, not a skip")
-    pytest.skip(message)
 
 
 def scrape(cache: TieredBytecodeCache, namespace: str = "tiered_bccache") -> dict[str, float]:

@@ -17,6 +17,7 @@ from ..spec import load_cache, load_object
 from ..tiers.memory import MemoryTier
 from .common import (
     MEMCACHED_TIMEOUT,
+    REDIS_TIMEOUT,
     load_cache_from_args,
     read_secret,
     require_reachable,
@@ -149,6 +150,7 @@ def _worker_init(plan: WarmPlan) -> None:
         plan.cache_target,
         list(plan.tier_specs),
         memcached_timeout=MEMCACHED_TIMEOUT,
+        redis_timeout=REDIS_TIMEOUT,
         secret=plan.secret,
         allow_unsigned=plan.allow_unsigned,
     )
