@@ -48,17 +48,21 @@ print(json.dumps({"import": after_import, "hits": sorted(sys.modules),
 """
 
 
-def run(directory: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(directory)],
+def python(*args: str) -> str:
+    """Run ``python -c`` in a new process from the checkout; its stdout."""
+    return subprocess.run(
+        [sys.executable, "-c", *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
-    )
-    data: dict[str, Any] = json.loads(result.stdout)
+    ).stdout
+
+
+def run(directory: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(python(SCRIPT, str(directory)))
     return data
 
 
@@ -94,16 +98,7 @@ def test_import_alone_loads_no_tier_module() -> None:
 
 
 def run_import_only() -> list[str]:
-    result = subprocess.run(
-        [sys.executable, "-c", "import sys, tiered_bccache; print(' '.join(sys.modules))"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return result.stdout.split()
+    return python("import sys, tiered_bccache; print(' '.join(sys.modules))").split()
 
 
 def test_tier_classes_are_the_tier_modules_own() -> None:

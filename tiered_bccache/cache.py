@@ -363,26 +363,15 @@ class TieredBytecodeCache(BytecodeCache):
         None and hands the bucket back to :meth:`set_bucket`. After a miss everywhere,
         when another process of the host may be compiling the same template, the
         compile happens here, under the template's lease (see the class docstring)."""
-        state = self._states.get(id(environment))
-        if state is None or not state.matches(environment):
-            state = self._state(environment)
+        state = self._state(environment)
         key = self._tier_key(state, environment, name, filename)
         bucket = _Bucket(environment, key, source, state.slots)
         self.lookups += 1
-        first = self._slots[0]
-        if first.objects:
-            # The hit path: a memory hit for the very same source costs one dict lookup
-            # and one string comparison (no hashing of the source). Anything else is
-            # the walk's business, counting included.
-            entry = first.tier.get(key)
-            if entry is not None and entry[0] == source:
-                first.counters.hits += 1
-                self.hits += 1
-                bucket.code = entry[2]
-                trace = self._trace
-                if trace is not None:
-                    _record(trace, key, entry[3])
-                return bucket
+        code = self._memory_hit(key, source)
+        if code is not None:
+            self.hits += 1
+            bucket.code = code
+            return bucket
         size = self._load(bucket, source)
         if size is None and self._lease_slot is not None and not state.private:
             size = self._compile_under_lease(bucket, name, filename, source)
@@ -423,22 +412,14 @@ class TieredBytecodeCache(BytecodeCache):
         return cls.from_code(environment, code, environment.make_globals(globals), None)
 
     def _string_code(self, environment: Environment, source: str) -> types.CodeType:
-        state = self._states.get(id(environment))
-        if state is None or not state.matches(environment):
-            state = self._state(environment)
+        state = self._state(environment)
         digest = sha1(source.encode("utf-8")).hexdigest()
         key = f"{state.fingerprint}{autoescape_flag(environment, None)}-s{digest}"
         self.string_lookups += 1
-        first = self._slots[0]
-        if first.objects:
-            entry = first.tier.get(key)
-            if entry is not None and entry[0] == source:
-                first.counters.hits += 1
-                self.string_hits += 1
-                trace = self._trace
-                if trace is not None:
-                    _record(trace, key, entry[3])
-                return entry[2]  # type: ignore[no-any-return]
+        code = self._memory_hit(key, source)
+        if code is not None:
+            self.string_hits += 1
+            return code
         bucket = _Bucket(environment, key, source, state.slots)
         bucket.checksum = digest
         size = self._load(bucket, source)
@@ -467,6 +448,23 @@ class TieredBytecodeCache(BytecodeCache):
         trace = self._trace
         if trace is not None:
             _record(trace, key, len(raw))
+        return code
+
+    def _memory_hit(self, key: str, source: str) -> types.CodeType | None:
+        """The hit path: when the first tier is a memory tier, a hit for the very same
+        source costs one dict lookup and one string comparison (no hashing of the
+        source). Anything else is the walk's business, counting included."""
+        first = self._slots[0]
+        if not first.objects:
+            return None
+        entry = first.tier.get(key)
+        if entry is None or entry[0] != source:
+            return None
+        first.counters.hits += 1
+        trace = self._trace
+        if trace is not None:
+            _record(trace, key, entry[3])
+        code: types.CodeType = entry[2]
         return code
 
     def put(
