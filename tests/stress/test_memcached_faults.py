@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from jinja2 import DictLoader, Environment, FileSystemLoader
+from jinja2 import DictLoader, Environment
 from pymemcache.client.rendezvous import RendezvousHash
 
 from tests.conftest import SECRET, MemcachedServer, free_port
+from tests.stress import rigs
+from tests.stress.rigs import Corpus, build_corpus
 from tests.tiers.test_memcached import direct
 from tests.tiers.test_memcached_generation import FOREIGN_GENERATIONS
 from tiered_bccache import MemcachedTier, MemoryTier, TieredBytecodeCache, TierError, TierStats
-from tiered_bccache.benchkit.corpus import generate_corpus, render_context
 
 TIMEOUT = 0.05
 #: Long enough that "open" is still "open" when a loaded machine gets round to looking,
@@ -36,47 +36,14 @@ THRESHOLD = 2
 RECOVERY_LIMIT = 10.0
 
 
-@dataclass(frozen=True)
-class Corpus:
-    directory: Path
-    names: tuple[str, ...]
-    expected: dict[str, str]
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
-    """Sixteen corpus templates (layouts, macros, partials, pages) and what plain Jinja
-    renders each of them to."""
-    directory = tmp_path_factory.mktemp("corpus")
-    names = generate_corpus(directory, count=16, seed=5, min_size=1024, max_size=6 * 1024)
-    env = Environment(loader=FileSystemLoader(directory))
-    context = render_context()
-    return Corpus(directory, tuple(names), {n: env.get_template(n).render(context) for n in names})
+    """The corpus and what plain Jinja renders each template to."""
+    return build_corpus(tmp_path_factory, seed=5)
 
 
-@dataclass
-class Rig:
+class Rig(rigs.Rig):
     """A two-tier cache (memory over memcached) and an environment using it."""
-
-    memory: MemoryTier
-    tier: MemcachedTier
-    cache: TieredBytecodeCache
-    env: Environment
-    corpus: Corpus
-
-    def stats(self) -> TierStats:
-        return self.cache.stats().tiers[1]
-
-    def cold_round(self, names: Sequence[str] | None = None) -> float:
-        """Empty the memory tier, so that every lookup reaches memcached, and render
-        ``names`` (default: the whole corpus), checking each output against plain
-        Jinja's; return the seconds it took."""
-        self.memory.clear()
-        context = render_context()
-        started = time.monotonic()
-        for name in names or self.corpus.names:
-            assert self.env.get_template(name).render(context) == self.corpus.expected[name]
-        return time.monotonic() - started
 
     def used_after(self, before: TierStats, after: TierStats) -> bool:
         """Whether the tier answered calls between two snapshots without failing."""
@@ -112,7 +79,6 @@ def make_rig(
     generation_ttl: float = 2.0,
     timeout: float = TIMEOUT,
 ) -> Rig:
-    memory = MemoryTier()
     tier = MemcachedTier(
         servers,
         prefix=prefix,
@@ -121,15 +87,14 @@ def make_rig(
         dead_timeout=dead_timeout,
         generation_ttl=generation_ttl,
     )
-    cache = TieredBytecodeCache(
-        [memory, tier],
+    return Rig.over(
+        tier,
+        corpus,
         secret=SECRET,
         strict=strict,
         breaker_threshold=threshold,
         breaker_cooldown=cooldown,
     )
-    env = Environment(loader=FileSystemLoader(corpus.directory), bytecode_cache=cache, cache_size=0)
-    return Rig(memory, tier, cache, env, corpus)
 
 
 def probes(elapsed: float, cooldown: float = COOLDOWN) -> int:

@@ -9,60 +9,28 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import redis
-from jinja2 import Environment, FileSystemLoader
 
 from tests.conftest import SECRET, RedisServer
-from tiered_bccache import MemoryTier, RedisTier, TieredBytecodeCache, TierStats
-from tiered_bccache.benchkit.corpus import generate_corpus, render_context
+from tests.stress import rigs
+from tests.stress.rigs import Corpus, build_corpus
+from tiered_bccache import RedisTier
 
 COOLDOWN = 1.0
 #: How long the tests wait for a tier to be used again ("within a few seconds").
 RECOVERY_LIMIT = 15.0
 
 
-@dataclass(frozen=True)
-class Corpus:
-    directory: Path
-    names: tuple[str, ...]
-    expected: dict[str, str]
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
-    """Sixteen corpus templates and what plain Jinja renders each to."""
-    directory = tmp_path_factory.mktemp("corpus")
-    names = generate_corpus(directory, count=16, seed=7, min_size=1024, max_size=6 * 1024)
-    env = Environment(loader=FileSystemLoader(directory))
-    context = render_context()
-    return Corpus(directory, tuple(names), {n: env.get_template(n).render(context) for n in names})
+    """The corpus and what plain Jinja renders each template to."""
+    return build_corpus(tmp_path_factory, seed=7)
 
 
-@dataclass
-class Rig:
+class Rig(rigs.Rig):
     """Memory over Redis, and an environment with no template cache of its own."""
-
-    memory: MemoryTier
-    tier: RedisTier
-    cache: TieredBytecodeCache
-    env: Environment
-    corpus: Corpus
-
-    def stats(self) -> TierStats:
-        return self.cache.stats().tiers[1]
-
-    def cold_round(self, names: tuple[str, ...] | None = None) -> float:
-        """Empty memory, render ``names`` (default all) checking each output; seconds."""
-        self.memory.clear()
-        context = render_context()
-        started = time.monotonic()
-        for name in names or self.corpus.names:
-            assert self.env.get_template(name).render(context) == self.corpus.expected[name]
-        return time.monotonic() - started
 
     def wait_until_hits(self) -> float:
         """Render cold again and again until the tier serves a hit without an error;
@@ -84,12 +52,9 @@ def make_rig(
     corpus: Corpus, target: str | list[str], prefix: str | None = None, **options: float
 ) -> Rig:
     """A rig on ``target`` under ``prefix`` (default: a new one)."""
-    memory = MemoryTier()
     prefix = prefix or "f" + uuid.uuid4().hex[:10]
     tier = RedisTier(target, prefix=prefix, **options)  # type: ignore[arg-type]
-    cache = TieredBytecodeCache([memory, tier], secret=SECRET, breaker_cooldown=COOLDOWN)
-    env = Environment(loader=FileSystemLoader(corpus.directory), bytecode_cache=cache, cache_size=0)
-    return Rig(memory, tier, cache, env, corpus)
+    return Rig.over(tier, corpus, secret=SECRET, breaker_cooldown=COOLDOWN)
 
 
 def test_killed_redis_is_skipped_and_used_again_after_a_restart(
