@@ -202,8 +202,8 @@ def test_warm_exits_1_when_a_tier_fails_to_store_an_entry(
     directory, names = templates
     fs = FileSystemTier(tmp_path / "fs")
     env = Environment(loader=FileSystemLoader(directory))
-    source, filename, _ = env.loader.get_source(env, names[0])  # type: ignore[union-attr]
-    key = TieredBytecodeCache([MemoryTier()]).get_bucket(env, names[0], filename, source).key
+    _, filename, _ = env.loader.get_source(env, names[0])  # type: ignore[union-attr]
+    key = TieredBytecodeCache([MemoryTier()]).template_key(env, names[0], filename)
     os.makedirs(os.path.join(fs.path(key), "squatter"))
     result = run_cli("warm", str(directory), "--tier", f"fs:{fs.directory}", "--jobs", "1")
     assert result.returncode == 1

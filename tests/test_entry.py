@@ -17,6 +17,7 @@ import pytest
 from jinja2 import Environment
 from jinja2.bccache import Bucket, bc_magic, bc_version
 
+from tiered_bccache.compiling import NO_DEPENDENCIES, Dependencies
 from tiered_bccache.entry import (
     CHECKSUM_SIZE,
     FORMAT_VERSION,
@@ -57,11 +58,16 @@ def compiled(source: str, *, enable_async: bool = False) -> types.CodeType:
     return code
 
 
+def payload(code: types.CodeType, dependencies: Dependencies = NO_DEPENDENCIES) -> bytes:
+    """An entry's payload: the compile's dependencies and the code, marshalled."""
+    return marshal.dumps((dependencies, code))
+
+
 def entry(
     source: str = SOURCE, *, compress: bool = False, codec: EntryCodec | None = None
 ) -> bytes:
     return (codec or EntryCodec(SECRET)).encode(
-        KEY, checksum_of(source), marshal.dumps(compiled(source)), compress=compress
+        KEY, checksum_of(source), payload(compiled(source)), compress=compress
     )
 
 
@@ -101,7 +107,7 @@ def test_round_trip_gives_back_the_code_jinja_compiled(
     source = TEMPLATES[name]
     code = compiled(source, enable_async=enable_async)
     codec = EntryCodec(SECRET)
-    data = codec.encode(KEY, checksum_of(source), marshal.dumps(code), compress=compress)
+    data = codec.encode(KEY, checksum_of(source), payload(code), compress=compress)
     assert codec.decode(KEY, checksum_of(source), data) == code
 
 
@@ -109,7 +115,7 @@ def test_decoded_code_renders_like_the_original() -> None:
     """The decoded code object is a working template, not just an equal-looking object."""
     env = Environment()
     codec = EntryCodec(SECRET)
-    data = codec.encode(KEY, checksum_of(SOURCE), marshal.dumps(env.compile(SOURCE)))
+    data = codec.encode(KEY, checksum_of(SOURCE), payload(env.compile(SOURCE)))
     template = env.template_class.from_code(
         env, codec.decode(KEY, checksum_of(SOURCE), data), env.make_globals(None)
     )
@@ -130,7 +136,7 @@ def test_compression_shrinks_the_payload() -> None:
 
 def test_read_header_reports_every_field() -> None:
     """read_header parses format, flags, Python magic, Jinja stamp, checksum and size."""
-    code = marshal.dumps(compiled(SOURCE))
+    code = payload(compiled(SOURCE))
     header = read_header(EntryCodec(SECRET).encode(KEY, checksum_of(SOURCE), code))
     assert header.format_version == FORMAT_VERSION
     assert header.compressed is False
@@ -174,7 +180,7 @@ def test_entry_from_another_version_is_rejected_as_version(
 ) -> None:
     """A correctly signed entry from another format, Python or Jinja is refused as "version"
     before its payload is read, and read_header reports the field that differs."""
-    data = signed_entry(fields, marshal.dumps(compiled(SOURCE)))
+    data = signed_entry(fields, payload(compiled(SOURCE)))
     assert reason(EntryCodec(SECRET), data) == "version"
     assert getattr(read_header(data), attribute) == expected
 
@@ -197,7 +203,7 @@ def test_edited_header_bytes_are_rejected_and_reported(
 
 def test_handmade_entry_in_our_layout_is_accepted() -> None:
     """The hand-built entries above follow the real layout: unchanged fields decode."""
-    data = signed_entry({}, marshal.dumps(compiled(SOURCE)))
+    data = signed_entry({}, payload(compiled(SOURCE)))
     assert EntryCodec(SECRET).decode(KEY, checksum_of(SOURCE), data) == compiled(SOURCE)
 
 
@@ -213,7 +219,7 @@ class CreatesFile:
 
 def jinja_format_entry(path: Path) -> bytes:
     """An entry in Jinja's own bytecode format whose checksum pickle creates ``path``."""
-    return bc_magic + pickle.dumps(CreatesFile(path)) + marshal.dumps(compiled(SOURCE))
+    return bc_magic + pickle.dumps(CreatesFile(path)) + payload(compiled(SOURCE))
 
 
 def test_jinja_format_pickle_entry_is_refused_without_being_unpickled(tmp_path: Path) -> None:
@@ -254,16 +260,23 @@ def test_garbage_is_rejected(data: bytes) -> None:
 
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "zlib"])
 @pytest.mark.parametrize(
-    "payload",
-    [marshal.dumps(42), marshal.dumps(("not", "code")), b"\xff not marshal at all"],
-    ids=["int", "tuple", "junk"],
+    "body",
+    [
+        marshal.dumps(42),
+        marshal.dumps(("not", "code")),
+        b"\xff not marshal at all",
+        marshal.dumps(compiled(SOURCE)),  # format 1's payload: code alone
+        marshal.dumps(((), compiled(SOURCE))),
+        marshal.dumps((((("upper", 3),), ()), compiled(SOURCE))),
+        marshal.dumps((NO_DEPENDENCIES, "code")),
+    ],
+    ids=["int", "tuple", "junk", "bare-code", "short-deps", "bad-signature", "not-code"],
 )
-def test_signed_payload_that_is_not_code_is_rejected_as_code(
-    payload: bytes, compress: bool
-) -> None:
-    """A validly signed entry whose payload is not a code object is refused as "code"."""
+def test_signed_payload_that_is_not_code_is_rejected_as_code(body: bytes, compress: bool) -> None:
+    """A validly signed entry whose payload is not dependencies and a code object is
+    refused as "code"."""
     codec = EntryCodec(SECRET)
-    data = codec.encode(KEY, checksum_of(SOURCE), payload, compress=compress)
+    data = codec.encode(KEY, checksum_of(SOURCE), body, compress=compress)
     assert reason(codec, data) == "code"
 
 
@@ -294,7 +307,7 @@ def test_signed_entries_are_rejected_by_an_unsigned_codec() -> None:
 def test_encode_refuses_a_checksum_of_the_wrong_length() -> None:
     """encode insists on a 40-character checksum, so the header layout stays fixed."""
     with pytest.raises(ValueError, match="checksum"):
-        EntryCodec(SECRET).encode(KEY, "abc", marshal.dumps(compiled(SOURCE)))
+        EntryCodec(SECRET).encode(KEY, "abc", payload(compiled(SOURCE)))
 
 
 def test_read_header_refuses_bytes_that_are_not_an_entry() -> None:
@@ -339,3 +352,20 @@ def test_mac_covers_the_whole_entry() -> None:
     for position in range(checksum_start, len(data)):
         flipped = data[:position] + bytes([data[position] ^ 0x01]) + data[position + 1 :]
         assert reason(codec, flipped, source="{{ x }}") == "mac"
+
+
+def test_dependencies_round_trip_with_the_code() -> None:
+    """What a compile looked up travels with the code, and comes back as it went."""
+    deps: Dependencies = ((("money", ""), ("upper", "jinja2.filter.upper")), (("odd", "-"),))
+    codec = EntryCodec(SECRET)
+    data = codec.encode(KEY, checksum_of(SOURCE), payload(compiled(SOURCE), deps))
+    code, found, size = codec.decode_sized(KEY, checksum_of(SOURCE), data)
+    assert code == compiled(SOURCE) and found == deps
+    assert size == len(payload(compiled(SOURCE), deps))
+
+
+def test_entry_of_the_previous_format_is_a_version_miss() -> None:
+    """An entry written in format 1 (the payload was the code alone) is refused as
+    another version, before its payload is read."""
+    data = signed_entry({"format": 1}, marshal.dumps(compiled(SOURCE)))
+    assert reason(EntryCodec(SECRET), data) == "version"

@@ -16,9 +16,10 @@ from jinja2 import Environment, Template, nodes
 from jinja2.bccache import Bucket, BytecodeCache
 
 from .breaker import CircuitBreaker
+from .compiling import Dependencies, compile_isolated, dependencies_hold, variant
 from .entry import EntryCodec
 from .errors import ConfigurationError, EntryError, TierError
-from .fingerprint import Fingerprinter, autoescape_flag
+from .fingerprint import Fingerprinter, Unkeyable
 from .secret import ENV_VAR, resolve_secret
 from .stats import CacheStats, RateLimitedLog, TierCounters, logger, snapshot
 from .tiers._validate import positive_int_or_none, positive_number
@@ -33,10 +34,30 @@ if TYPE_CHECKING:
 __all__ = ["TieredBytecodeCache"]
 
 
-#: Beyond this many (fingerprint, name, filename) keys the key memo starts over.
-_MAX_MEMO = 65536
+#: Beyond this many (name, filename) keys remembered for one environment, its memo
+#: starts over.
+_MAX_MEMO = 4096
 #: Beyond this many strings seen but not yet stored, the count of sightings starts over.
 _MAX_SIGHTINGS = 16384
+
+
+def _utf8(text: str) -> bytes:
+    # Lone surrogates (surrogateescape'd bytes from a file name or a YAML value) are
+    # valid in a template; they must key and digest like any other text.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _digest(text: str) -> str:
+    return sha1(_utf8(text)).hexdigest()
+
+
+def _name_key(name: str, filename: str | None) -> str:
+    """Jinja's cache key for a template name (``BytecodeCache.get_cache_key``), for any
+    name a loader may give."""
+    digest = sha1(_utf8(name))
+    if filename is not None:
+        digest.update(b"|" + _utf8(filename))
+    return digest.hexdigest()
 
 
 class _Bucket(Bucket):
@@ -57,12 +78,15 @@ class _Bucket(Bucket):
         self.slots = slots
         self._checksum: str | None = None
         self.code: types.CodeType | None = None
+        #: The dependencies of an entry found under the key but compiled against other
+        #: filters or tests (see :meth:`TieredBytecodeCache._variant`).
+        self.foreign: Dependencies | None = None
 
     @property
     def checksum(self) -> str:
         if self._checksum is None:
             assert self.source is not None
-            self._checksum = sha1(self.source.encode("utf-8")).hexdigest()
+            self._checksum = _digest(self.source)
         return self._checksum
 
     @checksum.setter
@@ -72,32 +96,36 @@ class _Bucket(Bucket):
 
 class _EnvState:
     """What the cache computed once for one environment, and what it checks on every
-    lookup to notice a setting changed after first use."""
+    lookup to notice a setting changed after first use (filters and tests need no
+    check: every entry's dependencies are checked against the live tables)."""
 
     __slots__ = (
         "autoescape",
+        "base",
         "env_ref",
         "extensions",
-        "filters",
         "finalize",
         "fingerprint",
         "is_async",
+        "keys",
         "private",
         "slots",
-        "tests",
+        "uncached",
     )
 
     def __init__(self, env: Environment, env_ref: weakref.ref[Environment]) -> None:
         self.env_ref = env_ref
+        #: The environment's own class (not the one ``cache_from_string`` gives it).
+        self.base: type[Environment] = _env_class(env)
         self.fingerprint = ""
-        #: Some value could not be described: the fingerprint holds a token of this
-        #: process, so entries stay in its memory tiers.
+        #: Some setting is not plain data: the fingerprint is a token of this
+        #: environment only, so its entries stay in this process's memory tiers.
         self.private = False
+        #: The environment could not be read at all: Jinja compiles, nothing is stored.
+        self.uncached = False
         self.slots: tuple[_Slot, ...] = ()
-        # Copies: comparing them with the live dicts notices a filter or test added,
-        # removed or replaced by another function (identity, not only the count).
-        self.filters = dict(env.filters)
-        self.tests = dict(env.tests)
+        #: (name, filename) -> key
+        self.keys: dict[tuple[str, str | None], str] = {}
         self.extensions = len(env.extensions)
         self.autoescape = env.autoescape
         self.finalize = env.finalize
@@ -112,9 +140,27 @@ class _EnvState:
             and self.finalize is env.finalize
             and self.is_async is env.is_async
             and self.extensions == len(env.extensions)
-            and self.filters == env.filters
-            and self.tests == env.tests
         )
+
+    def flag(self, name: str | None) -> str | None:
+        """The per-template part of the key: ``"e"`` or ``"r"`` when autoescape is a
+        function of the template name (``select_autoescape``), empty when it is a bool;
+        None when the function raised (Jinja then raises it from its own compile)."""
+        autoescape = self.autoescape
+        if not callable(autoescape):
+            return ""
+        try:
+            return "e" if autoescape(name) else "r"
+        except Exception:
+            return None
+
+
+def _env_class(env: Environment) -> type[Environment]:
+    """The environment's class, seen through the subclass ``cache_from_string`` gives
+    it (which overrides ``compile`` for strings only and changes no generated code)."""
+    cls = type(env)
+    base: type[Environment] | None = getattr(cls, "_tiered_bccache_base", None)
+    return base if base is not None else cls
 
 
 class _Slot:
@@ -265,8 +311,9 @@ class TieredBytecodeCache(BytecodeCache):
         self._private_slots = tuple(s for s in self._slots if s.objects)
         self._fingerprinter = Fingerprinter()
         self._states: dict[int, _EnvState] = {}
-        #: (fingerprint, name, filename) -> key; bounded, starts over when full.
-        self._keys: dict[tuple[str, str, str | None], str] = {}
+        #: Private environments get tokens of this cache object alone.
+        self._salt = os.urandom(8).hex()
+        self._private_count = 0
         self._log = RateLimitedLog()
         self._trace: TraceWriter | None = None
         self._reset_totals()
@@ -306,19 +353,40 @@ class TieredBytecodeCache(BytecodeCache):
     # -- environments -------------------------------------------------------------------
 
     def _state(self, env: Environment) -> _EnvState:
-        """The environment's state, computed again when it is missing or stale."""
+        """The environment's state, computed again when it is missing or stale. Never
+        raises: an environment that cannot be read is compiled uncached."""
         state = self._states.get(id(env))
         if state is not None and state.matches(env):
             return state
-        digest, private = self._fingerprinter.fingerprint(env)
         env_id = id(env)
         # The weak reference forgets the environment when it goes away, so that a new
         # object that happens to get the same id() is never served its predecessor's
         # fingerprint. A state replaced by a refresh takes its reference with it.
         fresh = _EnvState(env, weakref.ref(env, functools.partial(self._forget, env_id)))
-        fresh.fingerprint = digest
-        fresh.private = private
-        fresh.slots = self._private_slots if private else self._slots
+        try:
+            fresh.fingerprint = self._fingerprinter.fingerprint(env, fresh.base)
+            fresh.slots = self._slots
+        except Unkeyable as exc:
+            self._private_count += 1
+            fresh.private = True
+            # A token of this environment alone, as long as a fingerprint, never shared.
+            fresh.fingerprint = f"p{self._salt}{self._private_count:015x}"
+            fresh.slots = self._private_slots
+            self._log.warning(
+                "fingerprint:private",
+                "tiered_bccache: %s; this environment's entries stay in this process's "
+                "memory tiers",
+                exc,
+            )
+        except Exception as exc:
+            fresh.uncached = True
+            self._log.warning(
+                "fingerprint:uncached",
+                "tiered_bccache: cannot read the settings of a %s (%r); its templates "
+                "are compiled uncached",
+                type(env).__name__,
+                exc,
+            )
         self._states[env_id] = fresh
         return fresh
 
@@ -329,52 +397,88 @@ class TieredBytecodeCache(BytecodeCache):
 
     def refresh(self, environment: Environment) -> None:
         """Recompute ``environment``'s fingerprint after changing a setting that the
-        per-lookup check does not see (it sees filters and tests added, removed or
-        replaced, extensions added, autoescape, finalize and async mode replaced)."""
+        per-lookup check does not see (it sees extensions added, and autoescape,
+        finalize and async mode replaced; filters and tests need no refresh), or after
+        patching the code of its classes in place."""
+        self._fingerprinter.forget(
+            _env_class(environment),
+            environment.code_generator_class,
+            *(type(ext) for ext in environment.extensions.values()),
+        )
         state = self._states.get(id(environment))
         if state is not None and state.env_ref() is environment:
             state.extensions = -1  # no longer matches: the next lookup recomputes
 
     def fingerprint(self, environment: Environment) -> str:
-        """The digest of ``environment``'s code-generation settings used in keys."""
+        """The digest of ``environment``'s code-generation settings used in keys (a token
+        of this environment alone when it is private, empty when it cannot be read)."""
         return self._state(environment).fingerprint
 
-    def _tier_key(self, state: _EnvState, env: Environment, name: str, filename: str | None) -> str:
-        """The key of template ``name`` for environments with ``state``'s fingerprint,
-        remembered per fingerprint (a new Environment configured like one seen reuses
-        them; a callable autoescape is part of the fingerprint, so its answer for a name
-        is too)."""
-        memo = (state.fingerprint, name, filename)
-        key = self._keys.get(memo)
+    def _tier_key(self, state: _EnvState, name: str, filename: str | None) -> str | None:
+        """The key of template ``name`` for an environment with ``state``, remembered per
+        environment (the autoescape flag is that environment's answer for the name);
+        None when the environment's autoescape function raised."""
+        memo = (name, filename)
+        key = state.keys.get(memo)
         if key is None:
-            if len(self._keys) >= _MAX_MEMO:
-                self._keys.clear()
-            flag = autoescape_flag(env, name)
-            key = f"{state.fingerprint}{flag}-{self.get_cache_key(name, filename)}"
-            self._keys[memo] = key
+            flag = state.flag(name)
+            if flag is None:
+                return None
+            if len(state.keys) >= _MAX_MEMO:
+                state.keys.clear()
+            key = f"{state.fingerprint}{flag}-{_name_key(name, filename)}"
+            state.keys[memo] = key
         return key
+
+    def template_key(self, environment: Environment, name: str, filename: str | None = None) -> str:
+        """The key a lookup of template ``name`` in ``environment`` uses first (the same in
+        every tier; a variant key follows when another environment's entry is there
+        first). Empty when the environment cannot be keyed."""
+        state = self._state(environment)
+        key = None if state.uncached else self._tier_key(state, name, filename)
+        return key or ""
+
+    def get_cache_key(self, name: str, filename: str | None = None) -> str:
+        """Jinja's key for a template name, for names with lone surrogates too."""
+        return _name_key(name, filename)
+
+    def get_source_checksum(self, source: str) -> str:
+        """Jinja's checksum of a source, for sources with lone surrogates too."""
+        return _digest(source)
 
     # -- Jinja's interface ----------------------------------------------------------------
 
     def get_bucket(
         self, environment: Environment, name: str, filename: str | None, source: str
     ) -> Bucket:
-        """Look the template up in every tier; Jinja compiles when ``bucket.code`` is
-        None and hands the bucket back to :meth:`set_bucket`. After a miss everywhere,
-        when another process of the host may be compiling the same template, the
-        compile happens here, under the template's lease (see the class docstring)."""
+        """Look the template up in every tier; on a miss everywhere compile it here,
+        with the application's callables non-foldable (see
+        :mod:`tiered_bccache.compiling`), and write it through, so Jinja finds
+        ``bucket.code`` set and does not compile. A compile that raises raises as
+        Jinja's own does. Under the template's lease when another process of the host
+        may be compiling it (see the class docstring)."""
         state = self._state(environment)
-        key = self._tier_key(state, environment, name, filename)
-        bucket = _Bucket(environment, key, source, state.slots)
         self.lookups += 1
-        code = self._memory_hit(key, source)
+        key = None if state.uncached else self._tier_key(state, name, filename)
+        if key is None:
+            # Jinja compiles and hands the bucket to set_bucket, which stores nothing.
+            self.misses += 1
+            self.uncached += 1
+            return _Bucket(environment, "", source, ())
+        bucket = _Bucket(environment, key, source, state.slots)
+        code = self._memory_hit(environment, key, source)
         if code is not None:
             self.hits += 1
             bucket.code = code
             return bucket
         size = self._load(bucket, source)
+        if size is None and bucket.foreign is not None:
+            size = self._variant(bucket, source)
+            state.keys[name, filename] = bucket.key
         if size is None and self._lease_slot is not None and not state.private:
-            size = self._compile_under_lease(bucket, name, filename, source)
+            size = self._compile_under_lease(bucket, state, name, filename, source)
+        elif size is None:
+            self._compile(bucket, state, name, filename, source)
         if size is None:
             self.misses += 1
         else:
@@ -403,26 +507,36 @@ class TieredBytecodeCache(BytecodeCache):
         times in this process (2 by default), unless a tier already holds it. A parsed
         ``nodes.Template`` is compiled as Jinja does, uncached.
         """
-        if not isinstance(source, str):
-            cls = template_class or environment.template_class
-            code = environment.compile(source)
-            return cls.from_code(environment, code, environment.make_globals(globals), None)
-        code = self._string_code(environment, source)
         cls = template_class or environment.template_class
+        if isinstance(source, str):
+            code = self.compile_string(environment, source)
+        else:
+            code = _env_class(environment).compile(environment, source)
         return cls.from_code(environment, code, environment.make_globals(globals), None)
 
-    def _string_code(self, environment: Environment, source: str) -> types.CodeType:
+    def compile_string(self, environment: Environment, source: str) -> types.CodeType:
+        """The code ``environment.compile(source)`` returns for a template string, from
+        the tiers when it is there (what :meth:`from_string` and
+        :func:`~tiered_bccache.cache_from_string` use)."""
         state = self._state(environment)
-        digest = sha1(source.encode("utf-8")).hexdigest()
-        key = f"{state.fingerprint}{autoescape_flag(environment, None)}-s{digest}"
         self.string_lookups += 1
-        code = self._memory_hit(key, source)
+        flag = None if state.uncached else state.flag(None)
+        if flag is None:
+            self.string_misses += 1
+            self.uncached += 1
+            return _env_class(environment).compile(environment, source)
+        digest = _digest(source)
+        key = f"{state.fingerprint}{flag}-s{digest}"
+        code = self._memory_hit(environment, key, source)
         if code is not None:
             self.string_hits += 1
             return code
         bucket = _Bucket(environment, key, source, state.slots)
         bucket.checksum = digest
         size = self._load(bucket, source)
+        if size is None and bucket.foreign is not None:
+            size = self._variant(bucket, source)
+            key = bucket.key
         if size is not None and bucket.code is not None:
             self.string_hits += 1
             trace = self._trace
@@ -430,7 +544,10 @@ class TieredBytecodeCache(BytecodeCache):
                 _record(trace, key, size)
             return bucket.code
         self.string_misses += 1
-        code = environment.compile(source)  # raises as from_string does; nothing cached
+        compiled = self._isolated(environment, state, source, None, None, flag)
+        if compiled is None:
+            return _env_class(environment).compile(environment, source)  # uncached
+        code, dependencies = compiled
         sightings = self._sightings.get(digest, 0) + 1
         if sightings < self._string_admission:
             if len(self._sightings) >= _MAX_SIGHTINGS:
@@ -442,23 +559,24 @@ class TieredBytecodeCache(BytecodeCache):
                 _record(trace, key, 0)  # a lookup all the same; its size is not known
             return code
         self._sightings.pop(digest, None)
-        raw = marshal.dumps(code)
+        raw = marshal.dumps((dependencies, code))
         self.string_compiles += 1
-        self._store(state.slots, key, source, digest, code, raw, None, promotion=False)
+        self._store(state.slots, key, source, digest, code, dependencies, raw, None)
         trace = self._trace
         if trace is not None:
             _record(trace, key, len(raw))
         return code
 
-    def _memory_hit(self, key: str, source: str) -> types.CodeType | None:
+    def _memory_hit(self, env: Environment, key: str, source: str) -> types.CodeType | None:
         """The hit path: when the first tier is a memory tier, a hit for the very same
-        source costs one dict lookup and one string comparison (no hashing of the
-        source). Anything else is the walk's business, counting included."""
+        source costs one dict lookup, one string comparison (no hashing of the source)
+        and a look at the filters and tests the code was compiled against. Anything
+        else is the walk's business, counting included."""
         first = self._slots[0]
         if not first.objects:
             return None
         entry = first.tier.get(key)
-        if entry is None or entry[0] != source:
+        if entry is None or entry[0] != source or not dependencies_hold(env, entry[4]):
             return None
         first.counters.hits += 1
         trace = self._trace
@@ -468,57 +586,43 @@ class TieredBytecodeCache(BytecodeCache):
         return code
 
     def put(
-        self,
-        environment: Environment,
-        name: str,
-        filename: str | None,
-        source: str,
-        code: types.CodeType,
-    ) -> None:
-        """Write ``code``, compiled from ``source``, to every tier under the key a lookup
-        of ``name`` in ``environment`` uses (what ``tiered-bccache warm`` does)."""
+        self, environment: Environment, name: str, filename: str | None, source: str
+    ) -> types.CodeType:
+        """Compile template ``name`` as a lookup in ``environment`` would and write it to
+        every tier under the key such a lookup uses (what ``tiered-bccache warm``
+        does); return the code. Raises what Jinja's compile raises."""
         state = self._state(environment)
-        key = self._tier_key(state, environment, name, filename)
+        key = None if state.uncached else self._tier_key(state, name, filename)
+        if key is None:
+            self.uncached += 1
+            return _env_class(environment).compile(environment, source, name, filename)
         bucket = _Bucket(environment, key, source, state.slots)
-        bucket.code = code
-        self.dump_bytecode(bucket)
+        self._compile(bucket, state, name, filename, source)
+        assert bucket.code is not None
+        return bucket.code
 
     def set_bucket(self, bucket: Bucket) -> None:
-        """Write freshly compiled code through to every tier."""
-        self.dump_bytecode(bucket)
+        """Nothing: Jinja calls this only after compiling a template itself, which
+        happens only where the cache could not take charge of the compile. Code Jinja
+        compiled has the application's callables folded into it and is never stored."""
 
     def load_bytecode(self, bucket: Bucket) -> None:
         """Fill ``bucket.code`` from the first tier holding a valid entry (a no-op on a
         miss). Works for Jinja's own buckets too; for those, a callable autoescape is
-        keyed by its identity, since the template name is not known."""
+        keyed as unknown, since the template name is not known."""
         if not isinstance(bucket, _Bucket):
-            self._adopt(bucket)
+            state = self._state(bucket.environment)
+            if state.uncached:
+                return
+            bucket.slots = state.slots  # type: ignore[attr-defined]
+            if "-" not in bucket.key:  # not already one of ours
+                flag = "?" if callable(state.autoescape) else ""
+                bucket.key = f"{state.fingerprint}{flag}-{bucket.key}"
         if self._load(bucket, getattr(bucket, "source", None)) is not None:
             self.hits += 1
 
     def dump_bytecode(self, bucket: Bucket) -> None:
-        """Write ``bucket.code`` to every tier (to memory tiers only for an environment
-        whose settings cannot be described; see ``private`` in the fingerprint)."""
-        code = bucket.code
-        if code is None:
-            return
-        if not isinstance(bucket, _Bucket):
-            self._adopt(bucket)
-        elif bucket.slots is not self._private_slots:
-            state = self._states.get(id(bucket.environment))
-            if state is None or not state.matches(bucket.environment):
-                # A setting changed between the lookup and this dump (a filter replaced
-                # while the template compiled): the code was compiled with the new one,
-                # so it goes under the new fingerprint, never under the old.
-                self._rekey(bucket)
-        raw = marshal.dumps(code)
-        self.compiles += 1
-        source = getattr(bucket, "source", None)
-        slots: tuple[_Slot, ...] = getattr(bucket, "slots", self._slots)
-        self._store(slots, bucket.key, source, bucket.checksum, code, raw, None, promotion=False)
-        trace = self._trace
-        if trace is not None:
-            _record(trace, bucket.key, len(raw))
+        """Nothing, as :meth:`set_bucket`: only code the cache compiled is stored."""
 
     def clear(self) -> None:
         """Empty every tier (memcached by namespace generation, never ``flush_all``)."""
@@ -528,20 +632,85 @@ class TieredBytecodeCache(BytecodeCache):
             except Exception as exc:
                 self._failed(slot, "clear", exc)
 
-    def _adopt(self, bucket: Bucket) -> None:
-        """Key one of Jinja's own buckets (whose key is the bare name hash) like ours."""
-        env = bucket.environment
-        state = self._state(env)
-        bucket.slots = state.slots  # type: ignore[attr-defined]
-        if "-" not in bucket.key:  # not already one of ours
-            flag = "?" if callable(env.autoescape) else ""
-            bucket.key = f"{state.fingerprint}{flag}-{bucket.key}"
+    def _variant(self, bucket: _Bucket, source: str) -> int | None:
+        """The walk found an entry under the bucket's key compiled against other filters
+        or tests than this environment's where the template uses them (two
+        environments alike but for a filter's calling convention). Move the bucket to
+        the variant key of this environment's filters and tests under those names, and
+        look there; a compile after a miss is stored there too, so the two never
+        overwrite each other."""
+        base, variant_key, _ = bucket.key.partition("~")
+        if variant_key:
+            # A variant this environment used before no longer fits (a filter replaced
+            # since): the first writer's entry, under the base key, may.
+            bucket.key = base
+            bucket.foreign = None
+            size = self._load(bucket, source)
+            if size is not None or bucket.foreign is None:
+                return size
+        assert bucket.foreign is not None
+        suffix = variant(bucket.environment, bucket.foreign)
+        bucket.foreign = None
+        if suffix is None:
+            return None  # a lookup failed: the compile will say why
+        bucket.key = f"{base}~{suffix}"
+        return self._load(bucket, source)
 
-    def _rekey(self, bucket: _Bucket) -> None:
-        # A key is the 32-digit fingerprint, the autoescape flag, "-" and the name hash.
-        state = self._state(bucket.environment)
-        bucket.slots = state.slots
-        bucket.key = state.fingerprint + bucket.key[len(state.fingerprint) :]
+    # -- compiling ------------------------------------------------------------------------
+
+    def _isolated(
+        self,
+        env: Environment,
+        state: _EnvState,
+        source: str,
+        name: str | None,
+        filename: str | None,
+        flag: str,
+    ) -> tuple[types.CodeType, Dependencies] | None:
+        """Compile with the application's callables non-foldable. When that fails, compile
+        as Jinja does: its exception is the one the caller gets, and if it succeeds the
+        code is Jinja's and not ours to store (None, counted as uncached)."""
+        autoescape = flag == "e" if flag else bool(state.autoescape)
+        try:
+            return compile_isolated(env, state.base, source, name, filename, autoescape)
+        except Exception as exc:
+            isolated = exc
+        state.base.compile(env, source, name, filename)  # raises as Jinja does
+        self.uncached += 1
+        self._log.warning(
+            "compile:uncached",
+            "tiered_bccache: a template compiles in Jinja but not with the cache's "
+            "stand-ins for application callables (%r); it is compiled uncached",
+            isolated,
+        )
+        return None
+
+    def _compile(
+        self,
+        bucket: _Bucket,
+        state: _EnvState,
+        name: str | None,
+        filename: str | None,
+        source: str,
+    ) -> None:
+        """Compile the bucket's template, set ``bucket.code`` and write it through."""
+        flag = bucket.key[len(state.fingerprint)]
+        compiled = self._isolated(
+            bucket.environment, state, source, name, filename, "" if flag == "-" else flag
+        )
+        if compiled is None:
+            bucket.code = state.base.compile(bucket.environment, source, name, filename)
+            return
+        code, dependencies = compiled
+        bucket.code = code
+        raw = marshal.dumps((dependencies, code))
+        self.compiles += 1
+        self._store(
+            bucket.slots, bucket.key, source, bucket.checksum, code, dependencies, raw, None
+        )
+        trace = self._trace
+        if trace is not None:
+            _record(trace, bucket.key, len(raw))
 
     # -- the walk -------------------------------------------------------------------------
 
@@ -552,6 +721,7 @@ class TieredBytecodeCache(BytecodeCache):
         and return the entry size; on a miss return None. ``again`` marks a second look
         in the same lookup: its misses and rejections were counted the first time."""
         key = bucket.key
+        env = bucket.environment
         slots: tuple[_Slot, ...] = getattr(bucket, "slots", self._slots)
         for index in range(start, len(slots)):
             slot = slots[index]
@@ -580,15 +750,27 @@ class TieredBytecodeCache(BytecodeCache):
                         counters.rejected_stale += 1
                         counters.misses += 1
                     continue
+                if not dependencies_hold(env, entry[4]):
+                    _foreign(bucket, entry[4])
+                    counters.misses += 0 if again else 1
+                    continue
                 code: types.CodeType = entry[2]
                 size: int = entry[3]
+                dependencies: Dependencies = entry[4]
             else:
                 started = time.perf_counter_ns()
                 try:
                     data = slot.tier.get(key)
                     if data is not None:
                         counters.bytes_read += len(data)
-                        code, size = self._codec.decode_sized(key, bucket.checksum, data)
+                        code, dependencies, size = self._codec.decode_sized(
+                            key, bucket.checksum, data
+                        )
+                        if not dependencies_hold(env, dependencies):
+                            # Written by an environment whose filters or tests differ
+                            # where this template uses them: not this one's code.
+                            _foreign(bucket, dependencies)
+                            data = None
                 except EntryError as exc:
                     # Something is stored under the key, but not an entry we wrote for
                     # this source: a miss, never code that runs. The tier answered.
@@ -624,9 +806,9 @@ class TieredBytecodeCache(BytecodeCache):
                     source,
                     bucket.checksum,
                     code,
+                    dependencies,
                     None,
                     data,
-                    promotion=True,
                     size=size,
                 )
             return size
@@ -650,16 +832,18 @@ class TieredBytecodeCache(BytecodeCache):
         source: str | None,
         checksum: str,
         code: types.CodeType,
+        dependencies: Dependencies,
         raw: bytes | None,
         data: bytes | None,
         *,
-        promotion: bool,
         size: int = 0,
     ) -> None:
         """Write one entry into ``slots``: the code object into memory tiers, an entry
-        into byte tiers (``data`` as read from a lower tier when promoting, so it is not
-        encoded again). ``size`` is the marshalled size when ``raw`` is not at hand. One
-        tier failing never stops the others."""
+        into byte tiers. A fresh compile passes ``raw`` (the marshalled dependencies and
+        code); a promotion passes ``data`` (the entry as read from a lower tier, so it
+        is not encoded again) or, from a memory tier, neither, with ``size`` the
+        marshalled size. One tier failing never stops the others."""
+        promotion = raw is None
         encoded: dict[bool, bytes] = {}
         stored: types.CodeType | None = None
         for slot in slots:
@@ -668,19 +852,25 @@ class TieredBytecodeCache(BytecodeCache):
             if slot.objects:
                 weight = len(raw) if raw is not None else size
                 if not weight:
-                    raw = marshal.dumps(code)
+                    raw = marshal.dumps((dependencies, code))
                     weight = len(raw)
                 if not promotion and raw is not None and stored is None:
                     # marshal.dumps left a cached copy of the bytecode on every code
                     # object of the freshly compiled template (CPython 3.11+ caches
                     # co_code when it is read): 40% more memory than a loaded copy.
-                    stored = marshal.loads(raw)
-                value = (source, checksum, stored if stored is not None else code, weight)
+                    stored = marshal.loads(raw)[1]
+                value = (
+                    source,
+                    checksum,
+                    stored if stored is not None else code,
+                    weight,
+                    dependencies,
+                )
             else:
                 value = data if data is not None else encoded.get(slot.compress)
                 if value is None:
                     if raw is None:
-                        raw = marshal.dumps(code)
+                        raw = marshal.dumps((dependencies, code))
                     value = self._codec.encode(key, checksum, raw, compress=slot.compress)
                     encoded[slot.compress] = value
                 weight = len(value)
@@ -716,22 +906,27 @@ class TieredBytecodeCache(BytecodeCache):
     # -- the compile lease ----------------------------------------------------------------
 
     def _compile_under_lease(
-        self, bucket: _Bucket, name: str, filename: str | None, source: str
+        self,
+        bucket: _Bucket,
+        state: _EnvState,
+        name: str,
+        filename: str | None,
+        source: str,
     ) -> int | None:
         """After a miss everywhere, make sure only one process of the host compiles the
         template: take its lease (waiting at most ``lease_timeout`` for a holder), look
         again (the holder has written its entry by now, unless its compile failed),
         and on a second miss compile here, write through, and release the lease.
 
-        Jinja gives a bytecode cache no hook around its compile, so the compile under
-        the lease happens in this call (Jinja then uses ``bucket.code`` as it is): a
-        compile that raises releases the lease at once, and the error reaches the
+        A compile that raises releases the lease at once, and the error reaches the
         caller exactly as Jinja's own compile raises it. Returns the entry's size when
-        the second look hits, else None."""
+        the second look hits, else None (compiled here, or without the lease when the
+        holder is stuck or the lease cannot be had)."""
         from filelock import Timeout  # only a process that compiles pays for filelock
 
         slot = self._lease_slot
         assert slot is not None and slot.lease is not None
+        lock: FileLock | None = None
         try:
             lock = slot.lease(bucket.key)
             try:
@@ -741,16 +936,18 @@ class TieredBytecodeCache(BytecodeCache):
                 try:
                     lock.acquire(timeout=self.lease_timeout, poll_interval=0.002)
                 except Timeout:
-                    return None  # the holder is stuck: let Jinja compile without it
+                    lock = None  # the holder is stuck: compile without it
         except Exception as exc:
             self._failed(slot, "lease", exc)
+            lock = None
+        if lock is None:
+            self._compile(bucket, state, name, filename, source)
             return None
         try:
             size = self._load(bucket, source, bucket.slots.index(slot), again=True)
             if size is not None:
                 return size
-            bucket.code = bucket.environment.compile(source, name, filename)
-            self.dump_bytecode(bucket)
+            self._compile(bucket, state, name, filename, source)
             return None
         finally:
             _release(lock)
@@ -801,6 +998,7 @@ class TieredBytecodeCache(BytecodeCache):
         self.string_misses = 0
         self.string_compiles = 0
         self.strings_not_admitted = 0
+        self.uncached = 0
 
     def stats(self) -> CacheStats:
         """A snapshot of the counters of every tier and of the whole cache."""
@@ -824,6 +1022,7 @@ class TieredBytecodeCache(BytecodeCache):
             string_misses=self.string_misses,
             string_compiles=self.string_compiles,
             strings_not_admitted=self.strings_not_admitted,
+            uncached=self.uncached,
         )
 
     def reset_stats(self) -> None:
@@ -857,6 +1056,11 @@ class TieredBytecodeCache(BytecodeCache):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _foreign(bucket: Bucket, dependencies: Dependencies) -> None:
+    if getattr(bucket, "foreign", None) is None:
+        bucket.foreign = dependencies  # type: ignore[attr-defined]
 
 
 def _name(tier: object) -> str:

@@ -9,7 +9,9 @@ Layout (all integers big-endian)::
     stamp_len    1
     stamp        n  ASCII "jinja2 <version> bc<bc_version>" of the writer
     checksum    40  ASCII hex SHA-1 of the template source (Jinja's own checksum)
-    payload      *  marshal.dumps(code), possibly compressed
+    payload      *  marshal.dumps((dependencies, code)), possibly compressed: the
+                    filters and tests the compile looked up (see
+                    :mod:`tiered_bccache.compiling`), and the code
     mac         32  HMAC-SHA256(secret, len(key) || key || everything above)
 
 Nothing here uses pickle: Jinja's own ``Bucket.load_bytecode`` unpickles the checksum
@@ -32,12 +34,14 @@ from typing import NamedTuple
 import jinja2
 from jinja2.bccache import bc_version
 
+from .compiling import Dependencies, valid_dependencies
 from .errors import EntryError
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "EntryCodec", "EntryHeader"]
 
 MAGIC = b"\x89TBC"
-FORMAT_VERSION = 1
+#: 2: the payload carries the compile's dependencies beside the code.
+FORMAT_VERSION = 2
 FLAG_ZLIB = 0x01
 MAC_SIZE = 32
 CHECKSUM_SIZE = 40
@@ -105,9 +109,12 @@ class EntryCodec:
         ``checksum``; raise :class:`EntryError` for anything else, before unmarshalling."""
         return self.decode_sized(key, checksum, data)[0]
 
-    def decode_sized(self, key: str, checksum: str, data: bytes) -> tuple[types.CodeType, int]:
-        """Like :meth:`decode`, with the size of the marshalled code (what a memory tier
-        weighs the entry by, whether or not it was compressed)."""
+    def decode_sized(
+        self, key: str, checksum: str, data: bytes
+    ) -> tuple[types.CodeType, Dependencies, int]:
+        """Like :meth:`decode`, with the compile's dependencies and the size of the
+        marshalled payload (what a memory tier weighs the entry by, whether or not it
+        was compressed)."""
         prefix = self._prefix
         start = len(prefix) + CHECKSUM_SIZE
         if len(data) < start + MAC_SIZE + 1:
@@ -129,18 +136,23 @@ class EntryCodec:
                 raw = inflater.decompress(payload, MAX_PAYLOAD)
                 if inflater.unconsumed_tail or not inflater.eof:
                     raise EntryError("format", "compressed payload too large or cut short")
-                code = marshal.loads(raw)
+                value = marshal.loads(raw)
                 size = len(raw)
             else:
-                code = marshal.loads(payload)
+                value = marshal.loads(payload)
                 size = len(payload)
         except EntryError:
             raise
         except Exception as exc:  # marshal raises ValueError, EOFError, TypeError...
             raise EntryError("code", f"payload does not unmarshal: {exc!r}") from None
-        if not isinstance(code, types.CodeType):
-            raise EntryError("code", f"payload is a {type(code).__name__}, not code")
-        return code, size
+        if (
+            type(value) is not tuple
+            or len(value) != 2
+            or not valid_dependencies(value[0])
+            or not isinstance(value[1], types.CodeType)
+        ):
+            raise EntryError("code", f"payload is a {type(value).__name__}, not code")
+        return value[1], value[0], size
 
     def _explain(self, data: bytes) -> EntryError:
         """Say why an entry whose header does not match ours was refused."""

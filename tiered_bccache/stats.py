@@ -140,6 +140,9 @@ class CacheStats(NamedTuple):
     loaders). The ``string_*`` counters are the same for template strings
     (``from_string``), and ``strings_not_admitted`` counts strings compiled but not
     stored, seen fewer times than the admission threshold. Tier counters hold both.
+    ``uncached`` counts compiles the cache could not take charge of (an environment
+    that cannot be keyed, or whose compile with stand-ins failed): compiled by Jinja
+    as if there were no cache, and never stored.
     """
 
     tiers: tuple[TierStats, ...]
@@ -153,6 +156,7 @@ class CacheStats(NamedTuple):
     string_misses: int = 0
     string_compiles: int = 0
     strings_not_admitted: int = 0
+    uncached: int = 0
 
     @property
     def hit_ratio(self) -> float:
@@ -172,6 +176,7 @@ class CacheStats(NamedTuple):
             "string_misses": self.string_misses,
             "string_compiles": self.string_compiles,
             "strings_not_admitted": self.strings_not_admitted,
+            "uncached": self.uncached,
         }
         out["tiers"] = [{**t._asdict(), "events": dict(t.events)} for t in self.tiers]
         return out

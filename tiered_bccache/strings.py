@@ -5,7 +5,8 @@ Salt-style code building an Environment per task).
 Jinja never hands a string to a bytecode cache; :func:`cache_from_string` makes an
 environment's ``from_string`` go through :meth:`TieredBytecodeCache.from_string
 <tiered_bccache.TieredBytecodeCache.from_string>`. It does so by giving the environment a
-subclass of its own class that overrides ``from_string`` and nothing else, so that
+subclass of its own class that overrides ``compile`` for template strings and nothing
+else, so that
 overlays (which copy the class), sandboxed and async environments keep working, and so
 that the change is undone by restoring the class.
 """
@@ -13,10 +14,10 @@ that the change is undone by restoring the class.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
-from jinja2 import Environment, Template, nodes
+from jinja2 import Environment, nodes
 
 from .errors import ConfigurationError
 
@@ -68,20 +69,33 @@ def uncache_from_string(environment: Environment) -> None:
 
 @functools.lru_cache(maxsize=64)
 def _caching_class(cls: type) -> type:
-    def from_string(
+    # ``compile`` rather than ``from_string``: Jinja's from_string compiles through it,
+    # so a subclass that overrides from_string (to normalise the source, to add
+    # imports) keeps its own method, with the cache underneath.
+    def compile(
         self: Environment,
         source: str | nodes.Template,
-        globals: MutableMapping[str, Any] | None = None,
-        template_class: type[Template] | None = None,
-    ) -> Template:
+        name: str | None = None,
+        filename: str | None = None,
+        raw: bool = False,
+        defer_init: bool = False,
+    ) -> Any:
         from .cache import TieredBytecodeCache
 
         cache = self.bytecode_cache
-        if isinstance(cache, TieredBytecodeCache):
-            return cache.from_string(self, source, globals, template_class)
-        # The cache was replaced by another kind since: behave as Jinja does.
-        original: Callable[..., Template] = cls.from_string  # type: ignore[attr-defined]
-        return original(self, source, globals, template_class)
+        if (
+            isinstance(source, str)
+            and name is None
+            and filename is None
+            and not raw
+            and not defer_init
+            and isinstance(cache, TieredBytecodeCache)
+        ):
+            return cache.compile_string(self, source)
+        # A named template (Jinja's loader), a parsed tree, Python source, or a cache
+        # replaced by another kind since: as Jinja does.
+        original: Callable[..., Any] = cls.compile  # type: ignore[attr-defined]
+        return original(self, source, name, filename, raw, defer_init)
 
-    from_string.__doc__ = Environment.from_string.__doc__
-    return type(cls.__name__, (cls,), {"from_string": from_string, _BASE: cls, "__slots__": ()})
+    compile.__doc__ = Environment.compile.__doc__
+    return type(cls.__name__, (cls,), {"compile": compile, _BASE: cls, "__slots__": ()})

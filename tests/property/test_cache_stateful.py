@@ -45,7 +45,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from tests.conftest import SECRET, MemcachedServer
 from tiered_bccache import FileSystemTier, MemcachedTier, MemoryTier, TieredBytecodeCache
 from tiered_bccache.entry import FORMAT_VERSION
-from tiered_bccache.fingerprint import Fingerprinter, autoescape_flag, environment_fingerprint
+from tiered_bccache.fingerprint import environment_fingerprint
 
 # -- the templates ------------------------------------------------------------------------
 #
@@ -236,17 +236,14 @@ def stamp_extension(version: int) -> type[Extension]:
     return cls
 
 
-class LockedFinalize:
-    """A finalize reading a lock it holds (as an object guarding shared data would): the
-    lock has no pickle form, so no fingerprint can describe what finalize reads, and the
-    environment is private."""
+class LockedExtension(Extension):
+    """An extension whose options hold a lock (as one guarding shared data would): the
+    lock is not plain data, so no fingerprint can describe the environment, and it is
+    private to its process."""
 
-    def __init__(self) -> None:
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
         self.lock = threading.Lock()
-
-    def __call__(self, value: object) -> object:
-        with self.lock:
-            return "(none)" if value is None else value
 
 
 # -- the environments ---------------------------------------------------------------------
@@ -265,7 +262,7 @@ class EnvSpec:
     brand: bool = False
     #: Has the stamp extension, in the version :meth:`build` is given.
     stamp: bool = False
-    #: Its finalize is a :class:`LockedFinalize` (its fingerprint is private).
+    #: Has a :class:`LockedExtension` (its fingerprint is private).
     private: bool = False
 
     @property
@@ -304,7 +301,7 @@ class EnvSpec:
             extensions.append(stamp_extension(version))
         options = dict(self.options)
         if self.private:
-            options["finalize"] = LockedFinalize()
+            extensions.append(LockedExtension)
         env = cls(
             loader=loader,
             bytecode_cache=cache,
@@ -339,13 +336,13 @@ SPECS: tuple[EnvSpec, ...] = (
     EnvSpec("i18n-oldstyle", newstyle=False),
     EnvSpec("brand-filter", brand=True),
     EnvSpec("stamp-extension", stamp=True),
-    EnvSpec("private-finalize", private=True),
+    EnvSpec("private-extension", private=True),
 )
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 SPEC_NAMES = [spec.name for spec in SPECS]
 BRAND = "brand-filter"
 STAMP = "stamp-extension"
-PRIVATE = "private-finalize"
+PRIVATE = "private-extension"
 
 
 def render(env: Environment, name: str) -> str:
@@ -359,12 +356,7 @@ def render(env: Environment, name: str) -> str:
 def entry_key(cache: TieredBytecodeCache, env: Environment, name: str, filename: str) -> str:
     """The composite key ``name`` is stored under for ``env`` (what ``get_bucket`` uses;
     the machine checks the two agree when it starts)."""
-    return (
-        cache.fingerprint(env)
-        + autoescape_flag(env, name)
-        + "-"
-        + cache.get_cache_key(name, filename)
-    )
+    return cache.template_key(env, name, filename)
 
 
 #: What the cache-less environments render, by (spec, version of its filter or
@@ -784,14 +776,21 @@ def _fingerprint(spec: str, version: int = 0) -> str:
     return environment_fingerprint(SPEC_BY_NAME[spec].build(DictLoader({}), None, version))
 
 
-def test_brand_filter_versions_are_baked_into_code_and_keyed_apart() -> None:
-    """replace_brand_filter can fail: a version's result on a constant is in the compiled
-    code (a stale entry renders it), and only the fingerprint tells the versions apart."""
+def test_brand_filter_versions_would_be_baked_into_plain_code_and_share_an_entry() -> None:
+    """replace_brand_filter can fail: Jinja bakes a version's result on a constant into
+    the code it compiles (a stale entry of such code renders it); the cache compiles the
+    filter as a call at render time, so the versions share one fingerprint and entry and
+    each renders its own result."""
     env = SPEC_BY_NAME[BRAND].build(DictLoader({}), None, 0)
     template = env.from_string('{{ "b"|brand }}|{{ title|brand }}')
     env.filters["brand"] = brand_filter(1)
     assert template.render(title="t") == "v1:b|v2:t"
-    assert _fingerprint(BRAND, 0) == _fingerprint(BRAND, 0) != _fingerprint(BRAND, 1)
+    assert _fingerprint(BRAND, 0) == _fingerprint(BRAND, 1)
+    cache = TieredBytecodeCache([MemoryTier()])
+    cached = SPEC_BY_NAME[BRAND].build(DictLoader({}), cache, 0)
+    template = cache.from_string(cached, '{{ "b"|brand }}|{{ title|brand }}')
+    cached.filters["brand"] = brand_filter(1)
+    assert template.render(title="t") == "v2:b|v2:t"
 
 
 def test_stamp_extension_versions_share_a_name_and_differ_in_code() -> None:
@@ -809,10 +808,13 @@ def test_stamp_extension_versions_share_a_name_and_differ_in_code() -> None:
     assert _fingerprint(STAMP, 0) == _fingerprint(STAMP, 0) != _fingerprint(STAMP, 1)
 
 
-def test_locked_finalize_makes_a_private_fingerprint() -> None:
+def test_locked_extension_makes_a_private_fingerprint() -> None:
     """private_entries_stay_in_memory is not vacuous: the cache sees the environment as
-    private, and its fingerprint differs from one process (fingerprinter) to the next."""
-    env = SPEC_BY_NAME[PRIVATE].build(DictLoader({}), None)
-    first, second = Fingerprinter().fingerprint(env), Fingerprinter().fingerprint(env)
-    assert first[1] and second[1]
-    assert first[0] != second[0]
+    private, and its fingerprint differs from one process (cache) to the next."""
+    prints = []
+    for _ in range(2):
+        cache = TieredBytecodeCache([MemoryTier()])
+        env = SPEC_BY_NAME[PRIVATE].build(DictLoader({}), cache)
+        prints.append(cache.fingerprint(env))
+    assert all(p.startswith("p") and len(p) == 32 for p in prints)
+    assert prints[0] != prints[1]

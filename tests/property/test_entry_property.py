@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jinja2 import Environment
 
+from tiered_bccache.compiling import NO_DEPENDENCIES
 from tiered_bccache.entry import EntryCodec
 from tiered_bccache.errors import EntryError
 
@@ -63,7 +64,7 @@ def checksum_of(source: str) -> str:
 
 
 def _entry(source: str, compress: bool) -> bytes:
-    code = marshal.dumps(Environment().compile(source))
+    code = marshal.dumps((NO_DEPENDENCIES, Environment().compile(source)))
     return EntryCodec(SECRET).encode(KEY, checksum_of(source), code, compress=compress)
 
 
@@ -89,7 +90,8 @@ def test_any_template_round_trips_to_an_equal_code_object(
     code = Environment(enable_async=enable_async).compile(source)
     assert isinstance(code, types.CodeType)
     codec = EntryCodec(SECRET)
-    data = codec.encode(KEY, checksum_of(source), marshal.dumps(code), compress=compress)
+    payload = marshal.dumps((NO_DEPENDENCIES, code))
+    data = codec.encode(KEY, checksum_of(source), payload, compress=compress)
     assert codec.decode(KEY, checksum_of(source), data) == code
 
 

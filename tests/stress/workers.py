@@ -466,13 +466,11 @@ class Group:
 
 
 def lease_key(env: Environment, name: str) -> str:
-    """The key under which ``env``'s cache takes the compile lease for ``name``, found
-    through Jinja's own bucket interface on a memory-only cache (the key depends on the
-    environment and the template, not on the tiers)."""
+    """The key under which ``env``'s cache takes the compile lease for ``name`` (the key
+    depends on the environment and the template, not on the tiers)."""
     assert env.loader is not None
-    source, filename, _ = env.loader.get_source(env, name)
-    probe = TieredBytecodeCache([MemoryTier()])
-    return probe.get_bucket(env, name, filename, source).key
+    _, filename, _ = env.loader.get_source(env, name)
+    return TieredBytecodeCache([MemoryTier()]).template_key(env, name, filename)
 
 
 #: Run by ``python -c`` in a process that takes a lease and keeps it until killed.

@@ -115,16 +115,16 @@ class _Warmer:
 
     def warm(self, name: str) -> WarmResult:
         env, cache = self.env, self.cache
+        before = cache.stats().tiers
         try:
             source, filename, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
-            code = env.compile(source, name, filename)
+            # Compiled and keyed as a lookup through Jinja's loader does, written to
+            # every tier.
+            cache.put(env, name, filename, source)
         except Exception as exc:
             line = getattr(exc, "lineno", None)
             where = f" (line {line})" if isinstance(line, int) else ""
             return WarmResult(name, " ".join(describe_error(exc).split()) + where)
-        before = cache.stats().tiers
-        # Keyed as a lookup through Jinja's loader keys it, written to every tier.
-        cache.put(env, name, filename, source, code)
         after = zip(cache.stats().tiers, before, strict=True)
         failed, skipped = [], []
         for a, b in after:

@@ -1,0 +1,279 @@
+"""Compiling under the cache's control, so that cached code never depends on what the
+application's callables compute.
+
+Jinja's optimizer calls filters and tests on constant arguments at compile time
+(``nodes._FilterTestCommon.as_const``), applies ``finalize`` to constant output
+(``CodeGenerator._output_child_to_const``) and builds ``environment.undefined`` objects
+for lookups on constants (``nodes.Getattr.as_const``), and bakes the *results* into the
+code. Python callables cannot all be described (a bound builtin method, an
+``lru_cache`` wrapper and a closure over a connection all look alike from outside), so
+instead of describing them the cache compiles with a copy of the environment in which:
+
+- every filter and test that is not Jinja's own is a stand-in with the same calling
+  convention that raises when called, so the optimizer leaves the call to render time;
+- ``finalize`` likewise;
+- ``undefined`` is a class whose construction raises, so no lookup on a constant is
+  folded into an undefined object;
+- every policy that is not plain data raises when used (``json.dumps_function``);
+- ``autoescape`` is the flag the key carries for this template.
+
+Code generation itself reads of a filter or test only whether it exists and its calling
+convention (``_PassArg``). The copy records, for every filter and test name the compile
+looked up, what it found there (Jinja's own function, a convention, or nothing): the
+entry carries that list and a lookup checks it against the environment at hand, so an
+entry is only ever used where code generation would have written the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import types
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from jinja2 import Environment, Undefined
+from jinja2.filters import FILTERS
+from jinja2.tests import TESTS
+from jinja2.utils import _PassArg, pass_context, pass_environment, pass_eval_context
+
+__all__ = [
+    "ABSENT",
+    "Dependencies",
+    "compile_isolated",
+    "dependencies_hold",
+    "signature",
+    "variant",
+]
+
+#: What a compile looked up: ``(filters, tests)``, each a tuple of ``(name, signature)``.
+Dependencies = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
+#: The signature of a name that is not there.
+ABSENT = "-"
+NO_DEPENDENCIES: Dependencies = ((), ())
+
+
+class _NotAtCompileTime(Exception):
+    """Raised by the stand-ins: Jinja's optimizer catches it and leaves the node to
+    render time."""
+
+
+def _refuse(*args: object, **kwargs: object) -> Any:
+    raise _NotAtCompileTime()
+
+
+def _standin(decorate: Callable[[Any], Any] | None) -> Callable[..., Any]:
+    def standin(*args: object, **kwargs: object) -> Any:
+        raise _NotAtCompileTime()
+
+    return decorate(standin) if decorate is not None else standin
+
+
+#: One stand-in per calling convention: code generation reads nothing else.
+_STANDINS: dict[str, Callable[..., Any]] = {
+    "": _standin(None),
+    _PassArg.context.name: _standin(pass_context),
+    _PassArg.eval_context.name: _standin(pass_eval_context),
+    _PassArg.environment.name: _standin(pass_environment),
+}
+
+
+def _own_functions() -> dict[int, tuple[object, str]]:
+    """Jinja's own filters and tests, by id (they live as long as Jinja's modules)."""
+    own: dict[int, tuple[object, str]] = {}
+    for kind, table in (("filter", FILTERS), ("test", TESTS)):
+        for name, func in table.items():
+            own.setdefault(id(func), (func, f"jinja2.{kind}.{name}"))
+    return own
+
+
+_OWN = _own_functions()
+
+
+def signature(func: object) -> str:
+    """What code generation reads of a filter or test: absent, one of Jinja's own
+    functions (which the optimizer may call at compile time: they are folded), or the
+    calling convention of an application's callable (never called at compile time)."""
+    if func is None:
+        return ABSENT
+    own = _OWN.get(id(func))
+    if own is not None and own[0] is func:
+        return own[1]
+    pass_arg = getattr(func, "jinja_pass_arg", None)
+    return pass_arg.name if isinstance(pass_arg, _PassArg) else ""
+
+
+def convention(func: object) -> str:
+    """The calling convention alone (for ``finalize``, which is never Jinja's own)."""
+    pass_arg = getattr(func, "jinja_pass_arg", None)
+    return pass_arg.name if isinstance(pass_arg, _PassArg) else ""
+
+
+class _Recording(Mapping[str, Any]):
+    """A filter or test table as the compile sees it: stand-ins for the application's
+    callables, and a note of every name looked up."""
+
+    __slots__ = ("_real", "seen")
+
+    def __init__(self, real: Mapping[str, Any]) -> None:
+        self._real = real
+        self.seen: dict[str, str] = {}
+
+    def get(self, name: str, default: Any = None) -> Any:
+        func = self._real.get(name)
+        sig = signature(func)
+        self.seen[name] = sig
+        if func is None:
+            return default
+        return func if sig.startswith("jinja2.") else _STANDINS[sig]
+
+    def __getitem__(self, name: str) -> Any:
+        func = self.get(name)
+        if func is None:
+            raise KeyError(name)
+        return func
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for name in self._real:
+            self.get(name)
+            yield name
+
+    def __len__(self) -> int:
+        return len(self._real)
+
+    def dependencies(self) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted(self.seen.items()))
+
+
+class _NoFoldUndefined(Undefined):
+    """The compile copy's ``undefined``: a lookup on a constant that would make one is
+    left to render time, where the environment's own class answers."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise _NotAtCompileTime()
+
+
+class _Poison:
+    """A policy value that is not plain data: any use at compile time raises, so the
+    filter reading it runs at render time."""
+
+    __slots__ = ()
+    __call__ = __getattr__ = __iter__ = __str__ = __bool__ = __len__ = _refuse
+
+
+_POISON = _Poison()
+
+
+def plain(value: object, budget: list[int] | None = None) -> bool:
+    """Whether ``value`` is plain data (what ``marshal`` writes the same way in every
+    process), within a budget of nodes."""
+    if budget is None:
+        budget = [10_000]
+    budget[0] -= 1
+    if budget[0] < 0:
+        return False
+    cls = type(value)
+    if cls in (type(None), bool, int, float, complex, str, bytes):
+        return True
+    if cls is tuple or cls is list:
+        return all(plain(item, budget) for item in value)  # type: ignore[attr-defined]
+    if cls is dict:
+        return all(plain(k, budget) and plain(v, budget) for k, v in value.items())  # type: ignore[attr-defined]
+    return False
+
+
+def policies_for_compile(policies: Mapping[str, Any]) -> dict[str, Any]:
+    """The policies the compile copy gets: plain data as it is, anything else poisoned."""
+    return {k: v if plain(v) else _POISON for k, v in policies.items()}
+
+
+def compile_isolated(
+    env: Environment,
+    base: type[Environment],
+    source: str,
+    name: str | None,
+    filename: str | None,
+    autoescape: bool,
+) -> tuple[types.CodeType, Dependencies]:
+    """Compile ``source`` as ``env`` would, but with the application's callables
+    non-foldable (see the module docstring); return the code and what it depends on.
+    ``base`` is the environment's own class (not the one ``cache_from_string`` gives
+    it). Raises whatever the compile raises."""
+    copy: Any = object.__new__(base)
+    copy.__dict__.update(env.__dict__)
+    copy.overlayed = True
+    copy.linked_to = env
+    copy.cache = None
+    filters = _Recording(env.filters)
+    tests = _Recording(env.tests)
+    copy.filters = filters
+    copy.tests = tests
+    if env.finalize:
+        copy.finalize = _STANDINS[convention(env.finalize)]
+    copy.undefined = _NoFoldUndefined
+    copy.autoescape = autoescape
+    copy.policies = policies_for_compile(env.policies)
+    copy.extensions = {key: ext.bind(copy) for key, ext in env.extensions.items()}
+    code = base.compile(copy, source, name, filename)
+    return code, (filters.dependencies(), tests.dependencies())
+
+
+def dependencies_hold(env: Environment, dependencies: Dependencies) -> bool:
+    """Whether ``env``'s filters and tests are what the compile that produced an entry
+    found (so code generation would write the same code here)."""
+    filter_deps, test_deps = dependencies
+    try:
+        if filter_deps:
+            filters = env.filters
+            for name, sig in filter_deps:
+                if signature(filters.get(name)) != sig:
+                    return False
+        if test_deps:
+            tests = env.tests
+            for name, sig in test_deps:
+                if signature(tests.get(name)) != sig:
+                    return False
+    except Exception:  # a table that fails a lookup: compile, and let Jinja say why
+        return False
+    return True
+
+
+def variant(env: Environment, dependencies: Dependencies) -> str | None:
+    """A short digest of what ``env`` has under the names another compile of the same
+    template looked up: environments that share a fingerprint but whose filters or
+    tests differ where a template uses them keep their entries apart under it (rather
+    than overwriting each other's). None when a lookup fails."""
+    filter_deps, test_deps = dependencies
+    try:
+        filters = env.filters
+        tests = env.tests
+        found = (
+            tuple((name, signature(filters.get(name))) for name, _ in filter_deps),
+            tuple((name, signature(tests.get(name))) for name, _ in test_deps),
+        )
+    except Exception:
+        return None
+    return hashlib.sha256(marshal.dumps(found)).hexdigest()[:16]
+
+
+def valid_dependencies(value: object) -> bool:
+    """Whether an unmarshalled value has the shape of :data:`Dependencies`."""
+    if type(value) is not tuple or len(value) != 2:
+        return False
+    for table in value:
+        if type(table) is not tuple:
+            return False
+        for item in table:
+            if (
+                type(item) is not tuple
+                or len(item) != 2
+                or type(item[0]) is not str
+                or type(item[1]) is not str
+            ):
+                return False
+    return True
