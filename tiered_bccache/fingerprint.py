@@ -116,8 +116,9 @@ class Fingerprinter:
     __slots__ = ("_classes", "_digests", "_lock")
 
     def __init__(self) -> None:
-        #: class -> its key, or None when it cannot be described
-        self._classes: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
+        #: id(class) -> (a weak reference to it, its key or None when it cannot be
+        #: described); an entry leaves with its class.
+        self._classes: dict[int, tuple[weakref.ref[type], str | None]] = {}
         #: configuration (plain data) -> digest
         self._digests: dict[tuple[object, ...], str] = {}
         self._lock = threading.Lock()
@@ -128,9 +129,16 @@ class Fingerprinter:
         of it cannot be reduced to plain data; any other exception means the
         environment could not be read at all."""
         config = self.configuration(env, base)
-        digest = self._digests.get(config)
+        try:
+            digest = self._digests.get(config)
+        except TypeError:  # a setting that is not even hashable
+            raise Unkeyable("a setting is not plain data") from None
         if digest is None:
-            digest = hashlib.sha256(marshal.dumps(config, 2)).hexdigest()[:32]  # type: ignore[arg-type]
+            try:
+                data = marshal.dumps(config, 2)  # type: ignore[arg-type]
+            except ValueError:
+                raise Unkeyable("a lexer setting is not plain data") from None
+            digest = hashlib.sha256(data).hexdigest()[:32]
             with self._lock:
                 if len(self._digests) >= _MAX_MEMO:
                     self._digests.clear()
@@ -138,12 +146,12 @@ class Fingerprinter:
         return digest
 
     def configuration(self, env: Environment, base: type[Environment]) -> tuple[object, ...]:
-        """What the digest is computed from, as plain data."""
-        lexer = _lexer_settings(env)
-        if not plain(lexer):
-            raise Unkeyable("a lexer setting is not plain data")
+        """What the digest is computed from. Plain data once the fingerprint has checked
+        that it marshals (the lexer settings are taken as they are: a value that equals
+        a plain one lexes as that one)."""
         autoescape = env.autoescape
         finalize = env.finalize
+        extensions = env.extensions
         return (
             _KEY_VERSION,
             _PYTHON,
@@ -154,10 +162,10 @@ class Fingerprinter:
             bool(env.optimized),
             tuple(sorted(getattr(env, "intercepted_binops", ()))),
             tuple(sorted(getattr(env, "intercepted_unops", ()))),
-            lexer,
+            _lexer_settings(env),
             "per-template" if callable(autoescape) else bool(autoescape),
             convention(finalize) if finalize else None,
-            self._extensions(env),
+            self._extensions(extensions) if extensions else (),
             self._extended(env),
             _policies(env.policies),
         )
@@ -166,34 +174,44 @@ class Fingerprinter:
         """A class's key: Jinja's own by name (the key carries Jinja's version), an
         application's by name and what it defines up its MRO, computed once per class
         object."""
-        try:
-            key = self._classes[cls]
-        except KeyError:
+        known = self._classes.get(id(cls))
+        if known is not None and known[0]() is cls:
+            key = known[1]
+        else:
             key = _class_key(cls)
-            with self._lock:
-                self._classes[cls] = key
-        except TypeError:  # not weakly referenceable: described each time
-            key = _class_key(cls)
+            try:
+                ref = weakref.ref(cls, functools.partial(self._forget, id(cls)))
+            except TypeError:  # not weakly referenceable: described each time
+                pass
+            else:
+                with self._lock:
+                    self._classes[id(cls)] = (ref, key)
         if key is None:
             raise Unkeyable(f"class {cls.__module__}.{cls.__qualname__} cannot be described")
         return key
+
+    def _forget(self, cls_id: int, ref: weakref.ref[type]) -> None:
+        known = self._classes.get(cls_id)
+        if known is not None and known[0] is ref:
+            del self._classes[cls_id]
 
     def forget(self, *classes: type) -> None:
         """Describe these classes again next time (their code was patched in place)."""
         with self._lock:
             for cls in classes:
-                self._classes.pop(cls, None)
+                self._classes.pop(id(cls), None)
 
-    def _extensions(self, env: Environment) -> tuple[object, ...]:
+    def _extensions(self, extensions: dict[str, Any]) -> tuple[object, ...]:
         parts = []
-        for name in sorted(env.extensions):
-            ext = env.extensions[name]
-            state = {k: v for k, v in vars(ext).items() if k != "environment"}
-            if not plain(state):
-                raise Unkeyable(f"extension {name} holds options that are not plain data")
-            parts.append(
-                (name, ext.priority, self.class_key(type(ext)), tuple(sorted(state.items())))
-            )
+        for name in sorted(extensions):
+            ext = extensions[name]
+            state: tuple[object, ...] = ()
+            attributes = vars(ext)
+            if attributes.keys() != _ENVIRONMENT_ONLY:  # Jinja's own hold nothing else
+                state = tuple(sorted((k, v) for k, v in attributes.items() if k != "environment"))
+                if not plain(state):
+                    raise Unkeyable(f"extension {name} holds options that are not plain data")
+            parts.append((name, ext.priority, self.class_key(type(ext)), state))
         return tuple(parts)
 
     def _extended(self, env: Environment) -> tuple[object, ...]:
@@ -203,22 +221,32 @@ class Fingerprinter:
         extension class by its class's key and name; any other object by its type (the
         Flask app Flask's environment keeps for its loader); a free-standing function
         cannot be described."""
+        attributes = vars(env)
+        names = attributes.keys() - _not_extended()
+        if not names:
+            return ()
         parts: list[tuple[object, ...]] = []
-        for name in sorted(vars(env).keys() - _not_extended()):
-            value = getattr(env, name)
-            if plain(value):
+        for name in sorted(names):
+            value = attributes[name]
+            kind = type(value)
+            if kind in _SCALARS:
                 parts.append((name, "=", value))
-            elif isinstance(value, types.MethodType) and _is_extension(value.__self__):
+            elif kind is types.MethodType and _is_extension(value.__self__):
                 owner = self.class_key(type(value.__self__))
                 parts.append((name, "method", owner, value.__func__.__name__))
             elif isinstance(value, type):
                 parts.append((name, "class", self.class_key(value)))
             elif isinstance(value, (*_ROUTINES, functools.partial)):
                 raise Unkeyable(f"environment attribute {name} is a function")
+            elif plain(value):
+                parts.append((name, "=", value))
             else:
-                kind = type(value)
                 parts.append((name, "object", self.class_key(kind)))
         return tuple(parts)
+
+
+_ENVIRONMENT_ONLY = {"environment": None}.keys()
+_SCALARS = frozenset((type(None), bool, int, float, str, bytes))
 
 
 def _is_extension(value: object) -> bool:
@@ -232,7 +260,7 @@ def _policies(policies: dict[str, Any]) -> bytes:
     data by value; anything else is made to raise at compile time (see
     :func:`tiered_bccache.compiling.policies_for_compile`), so only its presence counts."""
     try:
-        return marshal.dumps(sorted(policies.items()), 2)
+        return marshal.dumps(policies, 2)
     except (ValueError, TypeError):
         items = sorted((k, v if plain(v) else ("<not plain data>",)) for k, v in policies.items())
         return marshal.dumps(items, 2)
@@ -292,8 +320,8 @@ def _member(value: object, budget: list[int]) -> object:
     if isinstance(value, enum.Enum):
         return ("enum", type(value).__qualname__, value.name)
     if isinstance(value, (frozenset, set)):
-        return _const(value) if plain(tuple(value), budget) else ("set",)
-    if plain(value, budget):
+        return _const(value) if plain(tuple(value)) else ("set",)
+    if plain(value):
         return value
     kind = type(value)
     return ("object", f"{kind.__module__}.{kind.__qualname__}")
