@@ -20,8 +20,16 @@ from typing import Any
 
 import pytest
 from filelock import FileLock, Timeout
+from jinja2 import DictLoader, Environment
 
-from tiered_bccache import ConfigurationError, EntryError, FileSystemTier, Tier
+from tests.conftest import SECRET
+from tiered_bccache import (
+    ConfigurationError,
+    EntryError,
+    FileSystemTier,
+    Tier,
+    TieredBytecodeCache,
+)
 from tiered_bccache.tiers.filesystem import STALE_TMP_SECONDS
 
 from .tier_suite import ODD_KEYS, TierContract
@@ -459,6 +467,155 @@ def test_set_replaces_a_planted_fifo(tier: FileSystemTier) -> None:
     os.mkfifo(tier.path("entry"), 0o600)
     tier.set("entry", b"value")
     assert tier.get("entry") == b"value"
+
+
+# -- a planted lock directory ------------------------------------------------------------
+
+
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file in ``directory``: its bytes, mode and mtime (ns)."""
+    out = {}
+    for path in sorted(directory.iterdir()):
+        st = os.lstat(path)
+        out[path.name] = (path.read_bytes(), st.st_mode, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A directory outside the cache holding lock files that are not ours."""
+    path = tmp_path / "project"
+    path.mkdir()
+    (path / "Gemfile.lock").write_bytes(b"GEM\n  remote: https://rubygems.org/\n")
+    (path / "poetry.lock").write_bytes(b'[[package]]\nname = "jinja2"\n')
+    return path
+
+
+def use_every_lock(tier: FileSystemTier) -> None:
+    """Leases (for keys whose lock files would be named like the project's), writes past
+    the bound (pruning), an explicit prune and a clear."""
+    for key in ("Gemfile", "poetry", "other"):
+        take_and_release(tier, key)
+    for i in range(40):
+        tier.set(f"e{i}", b"x" * 500)
+    tier.set("poetry", b"v")
+    tier.prune()
+    tier.clear()
+
+
+def assert_private_lock_directory(tier: FileSystemTier) -> None:
+    st = os.lstat(os.path.join(tier.directory, ".locks"))
+    assert stat.S_ISDIR(st.st_mode), "not a real directory"
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (os.geteuid(), 0o700)
+
+
+@pytest.mark.parametrize("when", ["before the first lock", "in place of the tier's own"])
+def test_planted_locks_symlink_is_replaced_and_its_target_never_touched(
+    tmp_path: Path, project: Path, when: str
+) -> None:
+    """A symlink planted as .locks (pointing at a project with Gemfile.lock and
+    poetry.lock) is removed, never followed: leases, pruning and clear use a private
+    directory made in its place, and the project keeps every file, byte for byte."""
+    before = snapshot(project)
+    tier = FileSystemTier(tmp_path / "cache", max_bytes=5_000)
+    locks = os.path.join(tier.directory, ".locks")
+    if when == "in place of the tier's own":
+        take_and_release(tier, "e0")
+        shutil.rmtree(locks)
+    os.symlink(project, locks)
+    use_every_lock(tier)
+    assert snapshot(project) == before
+    assert_private_lock_directory(tier)
+    assert lock_names(tier) == {".prune.lock"}
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo"])
+def test_planted_locks_file_is_replaced_by_a_private_directory(tmp_path: Path, kind: str) -> None:
+    """A regular file or a FIFO planted as .locks is removed and a private directory made
+    in its place: leases, pruning on write and clear work instead of failing."""
+    tier = FileSystemTier(tmp_path / "cache", max_bytes=5_000)
+    locks = os.path.join(tier.directory, ".locks")
+    if kind == "file":
+        Path(locks).write_bytes(b"planted")
+    else:
+        os.mkfifo(locks, 0o666)
+    use_every_lock(tier)
+    assert_private_lock_directory(tier)
+    take_and_release(tier, "k")
+    assert lock_names(tier) == {".prune.lock", "k.lock"}
+
+
+def test_symlink_swapped_in_during_pruning_is_not_scanned(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When .locks is replaced by a symlink after pruning has taken its lock (between the
+    scan of the entries and that of the lock files), the lock files are not scanned
+    through it: pruning fails (a counted error), the project is untouched, and the next
+    lease puts a private directory back."""
+    before = snapshot(project)
+    tier = FileSystemTier(tmp_path / "cache")
+    take_and_release(tier, "e0")
+    locks = os.path.join(tier.directory, ".locks")
+    scan = tier._scan
+
+    def scan_then_swap() -> list[os.DirEntry[str]]:
+        entries = scan()
+        if not os.path.islink(locks):
+            os.rename(locks, tmp_path / "aside")
+            os.symlink(project, locks)
+        return entries
+
+    monkeypatch.setattr(tier, "_scan", scan_then_swap)
+    with pytest.raises(OSError):
+        tier.prune()
+    monkeypatch.undo()
+    assert snapshot(project) == before
+    take_and_release(tier, "poetry")
+    assert snapshot(project) == before
+    assert_private_lock_directory(tier)
+
+
+@pytest.mark.parametrize("owner", ["ours, mode 0777", "another user's"])
+def test_untrusted_locks_directory_turns_leases_off_and_is_left_alone(
+    tmp_path: Path, project: Path, owner: str
+) -> None:
+    """A real .locks directory that another user owns, or that group and others may write
+    to, is refused, not used or emptied: lease raises PermissionError naming it, pruning
+    still bounds the entries and then raises, clear empties the entries and then raises,
+    and nothing in it (a planted symlink to the project's poetry.lock) is touched. A
+    cache over the tier renders, counting the errors."""
+    tier = FileSystemTier(tmp_path / "cache", max_bytes=5_000)
+    locks = Path(tier.directory, ".locks")
+    locks.mkdir()
+    os.symlink(project / "poetry.lock", locks / "poetry.lock")
+    os.chmod(locks, 0o777)
+    if owner == "another user's":
+        if os.geteuid() != 0:
+            cannot_here("making a directory someone else owns needs root")
+        os.chmod(locks, 0o700)
+        os.chown(locks, 54321, 54321)
+    before, inside = snapshot(project), sorted(os.listdir(locks))
+    with pytest.raises(PermissionError, match=str(locks)):
+        tier.lease("poetry")
+    for i in range(40):
+        try:
+            tier.set(f"e{i}", b"x" * 500)
+        except PermissionError:
+            pass
+    assert tier.size()[1] <= 5_000
+    with pytest.raises(PermissionError):
+        tier.prune()
+    with pytest.raises(PermissionError):
+        tier.clear()
+    assert tier.size() == (0, 0)
+
+    cache = TieredBytecodeCache([tier], secret=SECRET)
+    env = Environment(loader=DictLoader({"t.html": "{{ 1 + 1 }}"}), bytecode_cache=cache)
+    assert env.get_template("t.html").render() == "2"
+    assert cache.stats().tiers[0].errors >= 1
+    assert snapshot(project) == before
+    assert sorted(os.listdir(locks)) == inside
+    assert os.path.islink(locks / "poetry.lock")
 
 
 # -- pruning -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tests.conftest import SECRET, RedisServer, free_port
+from tests.tiers.test_memcached import clear_then_read, hold_the_generation_lock, use_across_a_fork
 from tests.tiers.test_memcached_generation import FOREIGN_GENERATIONS, is_our_shape
 from tiered_bccache import ConfigurationError, MemoryTier, RedisTier, Tier, TieredBytecodeCache
 
@@ -418,3 +419,31 @@ def test_a_hung_server_raises_pythons_timeout_error(redis_private: RedisServer) 
             tier.delete("k")
     finally:
         redis_private.resume()
+
+
+# -- fork ------------------------------------------------------------------------------
+
+
+def test_forked_child_opens_its_own_connections_and_both_get_exact_values(
+    redis_server: RedisServer,
+) -> None:
+    """After a fork (gunicorn --preload, multiprocessing) the child does not share the
+    parent's connections: child and parent set and get at the same time, and every value
+    each reads back is exactly the one it set."""
+    tier = tier_on(redis_server, new_prefix())
+    assert use_across_a_fork(tier) == ([], [])
+
+
+def test_forked_child_is_not_stuck_on_a_lock_a_parent_thread_held(
+    redis_server: RedisServer,
+) -> None:
+    """A child forked while another thread of the parent held the generation lock
+    (there is no such thread in the child to release it) clears and round-trips
+    normally instead of waiting for ever."""
+    tier = tier_on(redis_server, new_prefix())
+    tier.set("k", b"v")  # the generation is read: the parent never waits for the lock
+    release = hold_the_generation_lock(tier)
+    try:
+        assert use_across_a_fork(tier, first=clear_then_read) == ([], [])
+    finally:
+        release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -34,6 +35,12 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLO
 _READ_FLAGS |= getattr(os, "O_CLOEXEC", 0)
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 _WRITE_FLAGS |= getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS |= getattr(os, "O_CLOEXEC", 0)
+#: Times the lock directory is looked at again when what is at its path keeps changing
+#: (another process repairing it too, or someone planting things faster than we remove
+#: them) before a lock is refused.
+_LOCKS_ATTEMPTS = 3
 #: A temporary file older than this was left by a writer that died; pruning removes it.
 STALE_TMP_SECONDS = 600.0
 
@@ -217,37 +224,79 @@ class FileSystemTier:
         _unlink(self.path(key))
 
     def clear(self) -> None:
-        """Remove every entry, and every lock file not held (a lease in use stays)."""
-        with self._lock(_PRUNE_LOCK, timeout=10.0):
-            for entry in self._scan():
-                # Entries only: a fresh temporary file may be another process's write in
-                # progress, which removing it would fail. Pruning takes the stale ones.
-                if entry.name.endswith(_SUFFIX):
-                    _unlink(entry.path)
+        """Remove every entry, and every lock file not held (a lease in use stays).
+
+        Raises PermissionError, after removing the entries, when the lock directory is
+        refused (see :meth:`lease`)."""
+        try:
+            lock = self._lock(_PRUNE_LOCK, timeout=10.0)
+        except OSError:
+            self._remove_entries()
+            raise
+        with lock:
+            self._remove_entries()
             self._prune_locked()
+
+    def _remove_entries(self) -> None:
+        for entry in self._scan():
+            # Entries only: a fresh temporary file may be another process's write in
+            # progress, which removing it would fail. Pruning takes the stale ones.
+            if entry.name.endswith(_SUFFIX):
+                _unlink(entry.path)
 
     def lease(self, key: str) -> FileLock:
         """A lock file for ``key`` that the cache holds while it compiles the template,
         so that the other processes of the host wait for its entry instead of compiling
         it again. The kernel drops an flock when its holder dies, so a crashed compiler
         never leaves the others waiting. Pruning removes the lock files of keys whose
-        entry is gone, never one that is held."""
+        entry is gone, never one that is held.
+
+        The lock files live in ``.locks`` in the directory, which must be a directory of
+        ours closed to group and others. Whatever else is at that path (a symlink or a
+        file planted by someone who can write to the directory) is removed, never
+        followed, and a private directory made in its place. A directory that another
+        user owns, or that group or others may enter, is refused and left alone (what
+        was planted in it while it was open would stay): then this raises
+        PermissionError naming it, which the cache counts and logs, and pruning removes
+        no lock files until it is removed."""
         return self._lock(_file_name(key), timeout=0)
 
     def _lock(self, name: str, *, timeout: float) -> FileLock:
+        # filelock opens the lock file by path, with O_NOFOLLOW on its last component
+        # only: .locks swapped for a symlink between the check and that open would put
+        # an empty lock file elsewhere (never write or remove one). What removes lock
+        # files, pruning, goes through a descriptor of the directory instead.
+        return _file_lock(
+            os.path.join(self._lock_directory(), name + _LOCK_SUFFIX), timeout=timeout
+        )
+
+    def _lock_directory(self) -> str:
+        """The path of ``.locks``, checked to be a private directory of ours (made if
+        missing, made again in place of anything else at its path); PermissionError
+        when it is a directory we cannot trust."""
         locks = os.path.join(self.directory, _LOCKS)
-        try:
-            _make_private_directories(locks)
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
-            # The directory was removed under us: recreate it, as set does.
-            self._ensure_directory()
+        for _ in range(_LOCKS_ATTEMPTS):
             try:
-                _make_private_directories(locks)
-            except FileExistsError:
-                pass
-        return _file_lock(os.path.join(locks, name + _LOCK_SUFFIX), timeout=timeout)
+                st = os.lstat(locks)
+            except FileNotFoundError:
+                try:
+                    # Creates the directory too when it was removed under us, as set does.
+                    _make_private_directories(locks)
+                except (FileExistsError, FileNotFoundError):
+                    continue  # made, or its parent removed, meanwhile: look again
+                return locks
+            if stat.S_ISDIR(st.st_mode):
+                _check_lock_directory(locks, st)
+                return locks
+            # A symlink here would take lock files, and pruning's unlinks, to wherever it
+            # points. unlink(2) removes the link itself, never its target.
+            try:
+                os.unlink(locks)
+            except (FileNotFoundError, IsADirectoryError):
+                pass  # removed, or replaced by a directory, by another process
+        raise PermissionError(
+            f"{locks} kept changing while it was checked; lock files are not made there"
+        )
 
     def _scan(self) -> list[os.DirEntry[str]]:
         with os.scandir(self.directory) as it:
@@ -261,12 +310,24 @@ class FileSystemTier:
         from filelock import Timeout
 
         try:
-            with self._lock(_PRUNE_LOCK, timeout=0):
+            lock = self._lock(_PRUNE_LOCK, timeout=0)
+        except OSError:
+            # The lock directory is refused: entries are still pruned, unserialized (two
+            # processes pruning at once remove at worst a little more than needed), so
+            # that the directory stays bounded; the error is raised to be counted.
+            self._prune_entries()
+            raise
+        try:
+            with lock:
                 self._prune_locked()
         except Timeout:
             return
 
     def _prune_locked(self) -> None:
+        self._prune_lock_files(self._prune_entries())
+
+    def _prune_entries(self) -> frozenset[str]:
+        """Prune the entries and stale temporary files; the file names of the entries kept."""
         now = time.time()
         files: list[tuple[float, int, str]] = []
         for entry in self._scan():
@@ -290,7 +351,7 @@ class FileSystemTier:
                 _unlink(path)
                 total -= size
                 removed += 1
-        self._prune_lock_files(frozenset(os.path.basename(p) for _, _, p in files[removed:]))
+        return frozenset(os.path.basename(p) for _, _, p in files[removed:])
 
     def _prune_lock_files(self, kept: frozenset[str]) -> None:
         """Remove the lock files of keys whose entry is not in ``kept``, except those held.
@@ -303,29 +364,46 @@ class FileSystemTier:
         from filelock import Timeout
 
         locks = os.path.join(self.directory, _LOCKS)
+        # .locks was checked when the prune lock was made, but may have been swapped
+        # since: scan and unlink through a descriptor of the directory itself, opened
+        # without following a symlink, so that no lock file elsewhere is ever removed.
         try:
-            with os.scandir(locks) as it:
+            fd = os.open(locks, _DIR_FLAGS)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            # Linux says ENOTDIR for a symlink opened so, the BSDs ELOOP.
+            if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                raise
+            raise NotADirectoryError(
+                f"{locks} was replaced by something that is not a directory (a symlink?) "
+                f"while pruning; its lock files were not pruned"
+            ) from exc
+        try:
+            _check_lock_directory(locks, os.fstat(fd))
+            with os.scandir(fd) as it:
                 # A leading dot marks the tier's own locks (prune): never a key's.
                 names = [
                     e.name
                     for e in it
                     if e.name.endswith(_LOCK_SUFFIX) and not e.name.startswith(".")
                 ]
-        except FileNotFoundError:
-            return
-        for name in names:
-            if name[: -len(_LOCK_SUFFIX)] + _SUFFIX in kept:
-                continue
-            path = os.path.join(locks, name)
-            lock = _file_lock(path, timeout=0)
-            try:
-                lock.acquire()
-            except Timeout:
-                continue  # a lease in use: its holder is compiling
-            try:
-                _unlink(path)
-            finally:
-                lock.release()
+            for name in names:
+                if name[: -len(_LOCK_SUFFIX)] + _SUFFIX in kept:
+                    continue
+                lock = _file_lock(os.path.join(locks, name), timeout=0)
+                try:
+                    lock.acquire()
+                except Timeout:
+                    continue  # a lease in use: its holder is compiling
+                try:
+                    os.unlink(name, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+                finally:
+                    lock.release()
+        finally:
+            os.close(fd)
 
     def size(self) -> tuple[int, int]:
         """(number of entries, total bytes) now on disk."""
@@ -377,6 +455,22 @@ def _make_private_directories(path: str) -> None:
         os.fchmod(fd, 0o700)
     finally:
         os.close(fd)
+
+
+def _check_lock_directory(path: str, st: os.stat_result) -> None:
+    """PermissionError unless ``st`` (of the directory ``path``) is ours and closed to
+    group and others, as the default directory must be."""
+    if st.st_uid != os.geteuid():
+        raise PermissionError(
+            f"{path} is owned by uid {st.st_uid}, so lock files are not made there; leases "
+            f"and the pruning of lock files are off until it is removed"
+        )
+    if st.st_mode & 0o077:
+        raise PermissionError(
+            f"{path} is open to group or others (mode {stat.S_IMODE(st.st_mode):04o}, not "
+            f"0700), so anything in it may have been planted; leases and the pruning of "
+            f"lock files are off until it is removed (it only holds lock files)"
+        )
 
 
 def _kind(mode: int) -> str:

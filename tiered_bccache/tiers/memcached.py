@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import Any, ClassVar, NamedTuple
 from ..errors import ConfigurationError
 from ..stats import RateLimitedLog
 from . import _generation
+from ._fork import reset_in_forked_children
 from ._generation import ROUNDS, Generation, check_options, rebuild_options
 from ._validate import positive_int_or_none, positive_number
 
@@ -121,6 +123,10 @@ class MemcachedTier:
     (``entry_not_bytes``: a ready client whose serde decodes; a miss). Counts only grow;
     exact in one thread, an increment may rarely be lost under threads.
 
+    A child forked from the process (gunicorn ``--preload``, multiprocessing) does not
+    share the parent's sockets: it closes its copies of them and opens its own on first
+    use. A ready client is the application's to reset after a fork.
+
     Raises :class:`~tiered_bccache.ConfigurationError` for a malformed server, prefix or
     number.
     """
@@ -168,6 +174,10 @@ class MemcachedTier:
         self.retry_attempts = retry_attempts
         self.dead_timeout = positive_number("dead_timeout", dead_timeout)
         self._servers: list[str] | None
+        self._parsed: list[Server] = []
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        self._closer: weakref.finalize[..., Any] | None = None
         if isinstance(servers, str):
             self._servers = [servers]
         elif isinstance(servers, Sequence) and not isinstance(servers, (bytes, bytearray)):
@@ -181,13 +191,11 @@ class MemcachedTier:
                 f"servers: expected 'host:port', a list of them or a client, got {servers!r}"
             )
         if self._servers is not None:
-            parsed = [parse_server(s) for s in self._servers]
-            self.client: Any = self._make_client(parsed)
+            self._parsed = [parse_server(s) for s in self._servers]
+            self._client = self._connect()
             self.name = "memcached:" + ",".join(self._servers)
-            # Connections we opened are closed when the tier goes away.
-            weakref.finalize(self, self.client.close)
         else:
-            self.client = servers
+            self._client = servers
             self.name = f"memcached:{type(servers).__name__}"
         self._log = RateLimitedLog()
         self._generation = Generation(
@@ -197,6 +205,41 @@ class MemcachedTier:
         self.events = self._generation.events
         #: node name -> time.monotonic() until which generation reads skip it
         self._down_until: dict[str, float] = {}
+        reset_in_forked_children(self)
+
+    @property
+    def client(self) -> Any:
+        """The pymemcache client: the one given, or ours (in a forked child, its own,
+        made on first use)."""
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._connect()
+                client = self._client
+        return client
+
+    def _connect(self) -> Any:
+        client = self._make_client(self._parsed)
+        # Connections we opened are closed when the tier goes away.
+        self._closer = weakref.finalize(self, client.close)
+        return client
+
+    def _forked(self) -> None:
+        """In a child just forked (its only thread): forget the parent's connections and
+        locks, and start over as a new tier would."""
+        # A thread of the parent may have held these locks at the fork; the child has no
+        # thread to release them.
+        self._client_lock = threading.Lock()
+        self._generation.lock = threading.Lock()
+        self._down_until = {}
+        if self._servers is None:
+            return
+        client, self._client = self._client, None
+        if self._closer is not None:
+            self._closer.detach()
+        if client is not None:
+            _close_inherited(client)
 
     def _make_client(self, servers: list[Server]) -> Any:
         # Imported here, when a tier is built, not with the package: pymemcache brings in
@@ -397,9 +440,22 @@ class MemcachedTier:
 
     def close(self) -> None:
         """Close the connections (they are reopened on the next use)."""
-        closer = getattr(self.client, "close", None)
+        closer = getattr(self._client, "close", None)
         if callable(closer):
             closer()
+
+
+def _close_inherited(client: Any) -> None:
+    """Close the child's copies of the sockets of ``client`` (ours: a PooledClient, or a
+    HashClient of them), inherited from the parent at a fork."""
+    # close(2) drops only the child's descriptor: the parent's connection stays open and
+    # in use, where shutdown(2) would end it for both. The pools are read without their
+    # locks, which a thread of the parent may have held at the fork.
+    clients = getattr(client, "clients", None)
+    for pooled in clients.values() if isinstance(clients, dict) else [client]:
+        pool = pooled.client_pool
+        for each in (*pool.free, *pool.used):
+            each.close()
 
 
 def _rebuild(servers: list[str], options: dict[str, Any]) -> MemcachedTier:

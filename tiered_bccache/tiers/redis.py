@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from ..errors import ConfigurationError
 from ..stats import RateLimitedLog
 from . import _generation
+from ._fork import reset_in_forked_children
 from ._generation import ROUNDS, Generation, check_options, rebuild_options
 from ._validate import positive_int_or_none, positive_number
 from .memcached import parse_server
@@ -96,6 +97,10 @@ class RedisTier:
     ``entry_wrong_type``: a key of another type where an entry belongs (a miss, and the
     next write replaces it). :meth:`server_stats` reads the servers' own figures.
 
+    A child forked from the process (gunicorn ``--preload``, multiprocessing) does not
+    share the parent's connections: it builds its own client on first use. A ready
+    client is used as it is (redis-py's pools notice a fork themselves).
+
     Raises :class:`~tiered_bccache.ConfigurationError` for a malformed URL, node, prefix
     or number, or when redis-py is not installed (``pip install tiered-bccache[redis]``).
     """
@@ -142,6 +147,7 @@ class RedisTier:
         self._nodes: list[tuple[str, int]] = []
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self._closer: weakref.finalize[..., Any] | None = None
         if isinstance(target, str):
             if not target.startswith(SCHEMES):
                 raise ConfigurationError(
@@ -149,11 +155,8 @@ class RedisTier:
                     "cluster is a list of 'host:port')"
                 )
             self._target = target
-            self._client = self._make_client(target)
+            self._client = self._connect()
             self.name = _without_password(target)
-            # Connections we opened are closed when the tier goes away (Redis.close()
-            # leaves a pool it was given open).
-            weakref.finalize(self, self._client.connection_pool.disconnect)
         elif isinstance(target, Sequence) and not isinstance(target, (bytes, bytearray)):
             self._target = list(target)
             if not self._target:
@@ -187,6 +190,22 @@ class RedisTier:
         )
         self._gen_key = self._generation.key
         self.events = self._generation.events
+        reset_in_forked_children(self)
+
+    def _forked(self) -> None:
+        """In a child just forked (its only thread): forget the parent's client and
+        locks; the child's own client is built on first use."""
+        # A thread of the parent may have held these locks at the fork; the child has no
+        # thread to release them.
+        self._client_lock = threading.Lock()
+        self._generation.lock = threading.Lock()
+        if self._target is None:
+            return
+        if self._closer is not None:
+            self._closer.detach()
+        # Dropped, not closed: redis-py closes a connection it finds in another process
+        # without shutdown(2), which leaves the parent's connection as it is.
+        self._client = None
 
     def _no_retry(self) -> Any:
         from redis.backoff import NoBackoff
@@ -211,35 +230,45 @@ class RedisTier:
     @property
     def client(self) -> Any:
         """The redis-py client. A cluster's is built on first use: building it asks a
-        node for the cluster's layout, which a tier's constructor must not wait for."""
+        node for the cluster's layout, which a tier's constructor must not wait for. In
+        a forked child, the child's own is built on first use."""
         client = self._client
         if client is not None:
             return client
         with self._client_lock:
             if self._client is None:
-                from redis.cluster import ClusterNode, RedisCluster
-
-                cluster = RedisCluster(
-                    startup_nodes=[
-                        ClusterNode(host, port)  # type: ignore[no-untyped-call]
-                        for host, port in self._nodes
-                    ],
-                    socket_connect_timeout=self.connect_timeout,
-                    socket_timeout=self.timeout,
-                    max_connections=self.max_connections,
-                    # Each node's pool; its wait for a free connection is bound here
-                    # because RedisCluster passes no pool options through.
-                    connection_pool_class=functools.partial(
-                        self._redis.BlockingConnectionPool, timeout=self.pool_timeout
-                    ),
-                    retry=self._no_retry(),
-                    # A slot without a master (mid-failover) fails its own keys only.
-                    require_full_coverage=False,
-                    decode_responses=False,
-                )
-                self._client = cluster
-                weakref.finalize(self, cluster.close)
+                self._client = self._connect()
             return self._client
+
+    def _connect(self) -> Any:
+        if isinstance(self._target, str):
+            client = self._make_client(self._target)
+            # Connections we opened are closed when the tier goes away (Redis.close()
+            # leaves a pool it was given open).
+            self._closer = weakref.finalize(self, client.connection_pool.disconnect)
+            return client
+        from redis.cluster import ClusterNode, RedisCluster
+
+        cluster = RedisCluster(
+            startup_nodes=[
+                ClusterNode(host, port)  # type: ignore[no-untyped-call]
+                for host, port in self._nodes
+            ],
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=self.timeout,
+            max_connections=self.max_connections,
+            # Each node's pool; its wait for a free connection is bound here because
+            # RedisCluster passes no pool options through.
+            connection_pool_class=functools.partial(
+                self._redis.BlockingConnectionPool, timeout=self.pool_timeout
+            ),
+            retry=self._no_retry(),
+            # A slot without a master (mid-failover) fails its own keys only.
+            require_full_coverage=False,
+            decode_responses=False,
+        )
+        self._closer = weakref.finalize(self, cluster.close)
+        return cluster
 
     def __repr__(self) -> str:
         target = _without_password(self._target) if isinstance(self._target, str) else self._target
