@@ -102,6 +102,7 @@ class _EnvState:
     __slots__ = (
         "autoescape",
         "base",
+        "binops",
         "env_ref",
         "extensions",
         "finalize",
@@ -110,6 +111,7 @@ class _EnvState:
         "keys",
         "private",
         "slots",
+        "unops",
         "uncached",
     )
 
@@ -130,6 +132,8 @@ class _EnvState:
         self.autoescape = env.autoescape
         self.finalize = env.finalize
         self.is_async = env.is_async
+        self.binops = getattr(env, "intercepted_binops", None)
+        self.unops = getattr(env, "intercepted_unops", None)
 
     def matches(self, env: Environment) -> bool:
         """Whether ``env`` still has the settings the fingerprint was computed from
@@ -140,6 +144,8 @@ class _EnvState:
             and self.finalize is env.finalize
             and self.is_async is env.is_async
             and self.extensions == len(env.extensions)
+            and self.binops is getattr(env, "intercepted_binops", None)
+            and self.unops is getattr(env, "intercepted_unops", None)
         )
 
     def flag(self, name: str | None) -> str | None:
@@ -475,6 +481,18 @@ class TieredBytecodeCache(BytecodeCache):
         if size is None and bucket.foreign is not None:
             size = self._variant(bucket, source)
             state.keys[name, filename] = bucket.key
+        if size is None:
+            fresh = self._recheck(environment, state)
+            if fresh is not state:
+                # A setting changed in place since the fingerprint: what is compiled now
+                # goes under the key of the settings it is compiled with.
+                state, key = fresh, self._tier_key(fresh, name, filename)
+                if key is None or fresh.uncached:
+                    self.misses += 1
+                    self.uncached += 1
+                    return _Bucket(environment, "", source, ())
+                bucket = _Bucket(environment, key, source, state.slots)
+                size = self._load(bucket, source)
         if size is None and self._lease_slot is not None and not state.private:
             size = self._compile_under_lease(bucket, state, name, filename, source)
         elif size is None:
@@ -544,6 +562,14 @@ class TieredBytecodeCache(BytecodeCache):
                 _record(trace, key, size)
             return bucket.code
         self.string_misses += 1
+        fresh = self._recheck(environment, state)
+        if fresh is not state:
+            # A setting changed in place since the fingerprint (see get_bucket).
+            state = fresh
+            if state.uncached:
+                self.uncached += 1
+                return _env_class(environment).compile(environment, source)
+            key = f"{state.fingerprint}{flag}-s{digest}"
         compiled = self._isolated(environment, state, source, None, None, flag)
         if compiled is None:
             return _env_class(environment).compile(environment, source)  # uncached
@@ -631,6 +657,22 @@ class TieredBytecodeCache(BytecodeCache):
                 slot.tier.clear()
             except Exception as exc:
                 self._failed(slot, "clear", exc)
+
+    def _recheck(self, env: Environment, state: _EnvState) -> _EnvState:
+        """Before a compile, the state of ``env`` as its settings are now: the same one
+        when its fingerprint still holds (a few microseconds against a compile's
+        milliseconds), else a new one. So a setting changed in place after first use
+        (``env.intercepted_binops = ...``, a policy) never puts code under the key of
+        the settings it was not compiled with."""
+        if state.private or state.uncached:
+            return state
+        try:
+            if self._fingerprinter.fingerprint(env, state.base) == state.fingerprint:
+                return state
+        except Exception:  # _state says what it cannot read
+            pass
+        state.extensions = -1  # no longer matches
+        return self._state(env)
 
     def _variant(self, bucket: _Bucket, source: str) -> int | None:
         """The walk found an entry under the bucket's key compiled against other filters

@@ -97,5 +97,23 @@ def _caching_class(cls: type) -> type:
         original: Callable[..., Any] = cls.compile  # type: ignore[attr-defined]
         return original(self, source, name, filename, raw, defer_init)
 
+    def __reduce_ex__(self: Environment, protocol: Any) -> Any:
+        # Pickled as its own class (this one cannot be imported by name): a copy is an
+        # environment without cache_from_string, as its class says.
+        own: Any = cls
+        reduced = own.__reduce_ex__(self, protocol)
+        if isinstance(reduced, tuple) and len(reduced) >= 2 and reduced[1]:
+            args = reduced[1]
+            if args[0] is type(self):
+                # copyreg.__newobj__ insists on the object's own class: use a twin.
+                reduced = (_new, (cls, *args[1:]), *reduced[2:])
+        return reduced
+
     compile.__doc__ = Environment.compile.__doc__
-    return type(cls.__name__, (cls,), {"compile": compile, _BASE: cls, "__slots__": ()})
+    members = {"compile": compile, "__reduce_ex__": __reduce_ex__, _BASE: cls, "__slots__": ()}
+    return type(cls.__name__, (cls,), members)
+
+
+def _new(cls: type, *args: Any) -> Any:
+    """``copyreg.__newobj__`` for an environment pickled as its own class."""
+    return cls.__new__(cls, *args)
