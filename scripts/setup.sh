@@ -21,6 +21,46 @@ VENV_PY="$PWD/.venv/bin/python"
 # rather than skip without theirs. bench.sh asks for what the benchmark needs only.
 "$VENV_PY" -m pip install -q --disable-pip-version-check -e ".[${EXTRAS:-test,prometheus,plot,redis}]"
 
+# Jinja's own test suite, which tests/test_jinja_suite.py runs with the cache in every
+# Environment: its wheel ships no tests, its sdist does. Unpacked once per Jinja version
+# into .cache/jinja-tests/VERSION/ (tests/ and the pyproject.toml holding its pytest
+# settings), into a temporary directory renamed into place, so that an interrupted run
+# leaves nothing half unpacked. A failed download is a warning here: the test says what
+# is missing (and fails under CI=true).
+case ",${EXTRAS:-test}," in *,test,*)
+    JINJA_VERSION="$("$VENV_PY" -c 'import importlib.metadata as m; print(m.version("jinja2"))')"
+    JINJA_TESTS=".cache/jinja-tests/$JINJA_VERSION"
+    if [ ! -f "$JINJA_TESTS/tests/conftest.py" ]; then
+        jinja_tmp="$(mktemp -d)"
+        if "$VENV_PY" -m pip download -q --disable-pip-version-check --no-deps \
+                --no-binary :all: -d "$jinja_tmp" "jinja2==$JINJA_VERSION" >/dev/null 2>&1; then
+            mkdir -p .cache/jinja-tests
+            rm -rf "$JINJA_TESTS"
+            "$VENV_PY" - "$jinja_tmp" "$JINJA_TESTS" <<'EOF'
+import glob, os, sys, tarfile, tempfile
+download, target = sys.argv[1], sys.argv[2]
+(archive,) = glob.glob(os.path.join(download, "*.tar.gz"))
+unpacked = tempfile.mkdtemp(dir=os.path.dirname(target))
+with tarfile.open(archive) as tar:
+    top = tar.getnames()[0].split("/")[0]
+    wanted = [
+        m for m in tar.getmembers()
+        if m.name.startswith(f"{top}/tests/") or m.name in (f"{top}/pyproject.toml", f"{top}/setup.cfg")
+    ]
+    # The data filter refuses links and paths outside the directory (Python 3.10.12+).
+    extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    tar.extractall(unpacked, members=wanted, **extra)
+os.rename(os.path.join(unpacked, top), target)
+os.rmdir(unpacked)
+EOF
+        else
+            echo "setup.sh: could not download Jinja $JINJA_VERSION's sdist; tests/test_jinja_suite.py will report it" >&2
+        fi
+        rm -rf "$jinja_tmp"
+    fi
+    ;;
+esac
+
 if [ "${NEED_MEMCACHED:-1}" = 1 ] && ! command -v memcached >/dev/null 2>&1 && [ ! -x /usr/bin/memcached ]; then
     apt_install memcached
     # Debian starts a system-wide memcached on 11211; the tests start their own.
