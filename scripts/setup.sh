@@ -61,6 +61,14 @@ EOF
     ;;
 esac
 
+# The real tools (dbt with dbt-duckdb, ansible-core, Sphinx, MkDocs) in a virtualenv of
+# their own: dbt pins a pathspec that mypy cannot use. For tests/tools and the tools
+# benchmark (TOOLS=1; test.sh asks for it).
+if [ "${TOOLS:-0}" = 1 ]; then
+    [ -x .venv-tools/bin/python ] || "$PYTHON" -m venv .venv-tools
+    .venv-tools/bin/python -m pip install -q --disable-pip-version-check -e ".[test,redis,bench-tools]"
+fi
+
 if [ "${NEED_MEMCACHED:-1}" = 1 ] && ! command -v memcached >/dev/null 2>&1 && [ ! -x /usr/bin/memcached ]; then
     apt_install memcached
     # Debian starts a system-wide memcached on 11211; the tests start their own.

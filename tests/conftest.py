@@ -27,6 +27,10 @@ from tiered_bccache.benchkit.servers import (
 
 __all__ = ["SECRET", "MemcachedServer", "RedisServer", "free_port"]
 
+#: tests/tools needs the real tools, which live in .venv-tools (scripts/test.sh runs it
+#: there, with this variable set).
+collect_ignore = [] if os.environ.get("TIERED_BCCACHE_TOOL_TESTS") else ["tools"]
+
 settings.register_profile(
     "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

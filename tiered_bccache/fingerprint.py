@@ -225,12 +225,17 @@ class Fingerprinter:
         names = attributes.keys() - _not_extended()
         if not names:
             return ()
+        extensions = {id(ext): ext.identifier for ext in env.extensions.values()}
         parts: list[tuple[object, ...]] = []
         for name in sorted(names):
             value = attributes[name]
             kind = type(value)
             if kind in _SCALARS:
                 parts.append((name, "=", value))
+            elif kind is types.MethodType and id(value.__self__) in extensions:
+                # A method of one of this environment's extensions (the i18n extension's
+                # install_gettext_translations...), whose class the key has already.
+                parts.append((name, "method", extensions[id(value.__self__)], value.__name__))
             elif kind is types.MethodType and _is_extension(value.__self__):
                 owner = self.class_key(type(value.__self__))
                 parts.append((name, "method", owner, value.__func__.__name__))

@@ -270,9 +270,9 @@ class ProcessReport(NamedTuple):
                 "",
                 "a new Environment (default filters and tests + jinja2.ext.i18n), in-process:",
                 f"  fingerprint of the first Environment of the process  "
-                f"{ne['first_fingerprint_us']:>7.0f} us   (target <= 1000 us)",
+                f"{ne['first_fingerprint_us']:>7.0f} us   (target <= 300 us)",
                 f"  fingerprint of a new Environment configured alike    "
-                f"{ne['fingerprint_us']:>7.1f} us   (target <= 100 us)",
+                f"{ne['fingerprint_us']:>7.1f} us   (target <= 10 us)",
                 f"  its first template, memory-tier hit vs dict floor    "
                 f"{ne['first_hit_ratio']:>7.2f}x    (target <= 1.5x)",
             ]
