@@ -126,8 +126,8 @@ class _EnvState:
         #: The environment could not be read at all: Jinja compiles, nothing is stored.
         self.uncached = False
         self.slots: tuple[_Slot, ...] = ()
-        #: (name, filename) -> key
-        self.keys: dict[tuple[str, str | None], str] = {}
+        #: (name, filename, key context) -> key
+        self.keys: dict[tuple[str, str | None, str], str] = {}
         self.extensions = len(env.extensions)
         self.autoescape = env.autoescape
         self.finalize = env.finalize
@@ -221,6 +221,12 @@ class TieredBytecodeCache(BytecodeCache):
         string_admission: how many times this process must compile a template string
             (see :meth:`from_string`) before it is stored; 1 stores every string.
         trace: a file to record an access trace to (for ``tiered-bccache tune``).
+        key_context: a function of the environment, called at every lookup, whose
+            answer joins the key: state a tool keeps outside the Environment that changes
+            the code it compiles (ansible-core's lexer escapes backslashes in some
+            compiles and not in others; see :mod:`tiered_bccache.tools`). Short ASCII
+            letters and digits are used as they are, anything else by a digest; an
+            exception means the lookup is compiled uncached.
 
     Pickling: a copy is the configuration (tiers with empty memory and fresh
     connections). It carries ``secret`` when one was passed; a secret read from
@@ -262,6 +268,7 @@ class TieredBytecodeCache(BytecodeCache):
         secret_env: str = ENV_VAR,
         string_admission: int = 2,
         trace: str | os.PathLike[str] | None = None,
+        key_context: Callable[[Environment], str] | None = None,
     ) -> None:
         from .tiers.filesystem import FileSystemTier  # host key files, shared directories
 
@@ -277,6 +284,7 @@ class TieredBytecodeCache(BytecodeCache):
             "breaker_cooldown": breaker_cooldown,
             "secret_env": secret_env,
             "string_admission": string_admission,
+            "key_context": key_context,
         }
         if (
             isinstance(string_admission, bool)
@@ -287,6 +295,9 @@ class TieredBytecodeCache(BytecodeCache):
                 f"string_admission must be a positive integer, got {string_admission!r}"
             )
         self._string_admission = string_admission
+        if key_context is not None and not callable(key_context):
+            raise ConfigurationError(f"key_context must be callable, got {key_context!r}")
+        self._key_context = key_context
         #: sha1 of a string -> times compiled here without being stored (bounded).
         self._sightings: dict[str, int] = {}
         self.strict = bool(strict)
@@ -420,11 +431,16 @@ class TieredBytecodeCache(BytecodeCache):
         of this environment alone when it is private, empty when it cannot be read)."""
         return self._state(environment).fingerprint
 
-    def _tier_key(self, state: _EnvState, name: str, filename: str | None) -> str | None:
+    def _tier_key(
+        self, state: _EnvState, env: Environment, name: str, filename: str | None
+    ) -> str | None:
         """The key of template ``name`` for an environment with ``state``, remembered per
-        environment (the autoescape flag is that environment's answer for the name);
-        None when the environment's autoescape function raised."""
-        memo = (name, filename)
+        environment (the autoescape flag is that environment's answer for the name, the
+        context the ``key_context`` function's now); None when either raised."""
+        context = "" if self._key_context is None else self._context(env)
+        if context is None:
+            return None
+        memo = (name, filename, context)
         key = state.keys.get(memo)
         if key is None:
             flag = state.flag(name)
@@ -432,16 +448,34 @@ class TieredBytecodeCache(BytecodeCache):
                 return None
             if len(state.keys) >= _MAX_MEMO:
                 state.keys.clear()
-            key = f"{state.fingerprint}{flag}-{_name_key(name, filename)}"
+            key = f"{state.fingerprint}{flag}{context}-{_name_key(name, filename)}"
             state.keys[memo] = key
         return key
+
+    def _context(self, env: Environment) -> str | None:
+        """The ``key_context`` part of a key: ``"."`` and what the function answered
+        (letters and digits, at most 16), or a digest of anything else; empty for an
+        empty answer; None when the function raised."""
+        assert self._key_context is not None
+        try:
+            answer = self._key_context(env)
+        except Exception as exc:
+            self._log.warning(
+                "key_context", "tiered_bccache: key_context raised %r; compiling uncached", exc
+            )
+            return None
+        if not answer:
+            return ""
+        if len(answer) <= 16 and answer.isascii() and answer.isalnum():
+            return "." + answer
+        return "." + sha1(_utf8(str(answer))).hexdigest()[:16]
 
     def template_key(self, environment: Environment, name: str, filename: str | None = None) -> str:
         """The key a lookup of template ``name`` in ``environment`` uses first (the same in
         every tier; a variant key follows when another environment's entry is there
         first). Empty when the environment cannot be keyed."""
         state = self._state(environment)
-        key = None if state.uncached else self._tier_key(state, name, filename)
+        key = None if state.uncached else self._tier_key(state, environment, name, filename)
         return key or ""
 
     def get_cache_key(self, name: str, filename: str | None = None) -> str:
@@ -465,7 +499,7 @@ class TieredBytecodeCache(BytecodeCache):
         may be compiling it (see the class docstring)."""
         state = self._state(environment)
         self.lookups += 1
-        key = None if state.uncached else self._tier_key(state, name, filename)
+        key = None if state.uncached else self._tier_key(state, environment, name, filename)
         if key is None:
             # Jinja compiles and hands the bucket to set_bucket, which stores nothing.
             self.misses += 1
@@ -480,13 +514,14 @@ class TieredBytecodeCache(BytecodeCache):
         size = self._load(bucket, source)
         if size is None and bucket.foreign is not None:
             size = self._variant(bucket, source)
-            state.keys[name, filename] = bucket.key
+            # Later lookups of this environment go to the variant at once.
+            state.keys[name, filename, _context_of(key, state.fingerprint)] = bucket.key
         if size is None:
             fresh = self._recheck(environment, state)
             if fresh is not state:
                 # A setting changed in place since the fingerprint: what is compiled now
                 # goes under the key of the settings it is compiled with.
-                state, key = fresh, self._tier_key(fresh, name, filename)
+                state, key = fresh, self._tier_key(fresh, environment, name, filename)
                 if key is None or fresh.uncached:
                     self.misses += 1
                     self.uncached += 1
@@ -543,8 +578,13 @@ class TieredBytecodeCache(BytecodeCache):
             self.string_misses += 1
             self.uncached += 1
             return _env_class(environment).compile(environment, source)
+        context = "" if self._key_context is None else self._context(environment)
+        if context is None:
+            self.string_misses += 1
+            self.uncached += 1
+            return _env_class(environment).compile(environment, source)
         digest = _digest(source)
-        key = f"{state.fingerprint}{flag}-s{digest}"
+        key = f"{state.fingerprint}{flag}{context}-s{digest}"
         code = self._memory_hit(environment, key, source)
         if code is not None:
             self.string_hits += 1
@@ -569,11 +609,10 @@ class TieredBytecodeCache(BytecodeCache):
             if state.uncached:
                 self.uncached += 1
                 return _env_class(environment).compile(environment, source)
-            key = f"{state.fingerprint}{flag}-s{digest}"
-        compiled = self._isolated(environment, state, source, None, None, flag)
-        if compiled is None:
-            return _env_class(environment).compile(environment, source)  # uncached
-        code, dependencies = compiled
+            key = f"{state.fingerprint}{flag}{context}-s{digest}"
+        code, dependencies = self._isolated(environment, state, source, None, None, flag)
+        if dependencies is None:
+            return code  # Jinja's, uncached
         sightings = self._sightings.get(digest, 0) + 1
         if sightings < self._string_admission:
             if len(self._sightings) >= _MAX_SIGHTINGS:
@@ -618,7 +657,7 @@ class TieredBytecodeCache(BytecodeCache):
         every tier under the key such a lookup uses (what ``tiered-bccache warm``
         does); return the code. Raises what Jinja's compile raises."""
         state = self._state(environment)
-        key = None if state.uncached else self._tier_key(state, name, filename)
+        key = None if state.uncached else self._tier_key(state, environment, name, filename)
         if key is None:
             self.uncached += 1
             return _env_class(environment).compile(environment, source, name, filename)
@@ -708,16 +747,19 @@ class TieredBytecodeCache(BytecodeCache):
         name: str | None,
         filename: str | None,
         flag: str,
-    ) -> tuple[types.CodeType, Dependencies] | None:
+    ) -> tuple[types.CodeType, Dependencies | None]:
         """Compile with the application's callables non-foldable. When that fails, compile
         as Jinja does: its exception is the one the caller gets, and if it succeeds the
-        code is Jinja's and not ours to store (None, counted as uncached)."""
+        code is Jinja's and not ours to store (no dependencies; counted as uncached)."""
         autoescape = flag == "e" if flag else bool(state.autoescape)
+        started = time.perf_counter()
         try:
             return compile_isolated(env, state.base, source, name, filename, autoescape)
         except Exception as exc:
             isolated = exc
-        state.base.compile(env, source, name, filename)  # raises as Jinja does
+        finally:
+            self.compile_seconds += time.perf_counter() - started
+        code = state.base.compile(env, source, name, filename)  # raises as Jinja does
         self.uncached += 1
         self._log.warning(
             "compile:uncached",
@@ -725,7 +767,7 @@ class TieredBytecodeCache(BytecodeCache):
             "stand-ins for application callables (%r); it is compiled uncached",
             isolated,
         )
-        return None
+        return code, None
 
     def _compile(
         self,
@@ -736,15 +778,13 @@ class TieredBytecodeCache(BytecodeCache):
         source: str,
     ) -> None:
         """Compile the bucket's template, set ``bucket.code`` and write it through."""
-        flag = bucket.key[len(state.fingerprint)]
-        compiled = self._isolated(
-            bucket.environment, state, source, name, filename, "" if flag == "-" else flag
+        flag = state.flag(name)
+        code, dependencies = self._isolated(
+            bucket.environment, state, source, name, filename, flag or ""
         )
-        if compiled is None:
-            bucket.code = state.base.compile(bucket.environment, source, name, filename)
-            return
-        code, dependencies = compiled
         bucket.code = code
+        if dependencies is None:
+            return
         raw = marshal.dumps((dependencies, code))
         self.compiles += 1
         self._store(
@@ -1041,6 +1081,7 @@ class TieredBytecodeCache(BytecodeCache):
         self.string_compiles = 0
         self.strings_not_admitted = 0
         self.uncached = 0
+        self.compile_seconds = 0.0
 
     def stats(self) -> CacheStats:
         """A snapshot of the counters of every tier and of the whole cache."""
@@ -1065,6 +1106,7 @@ class TieredBytecodeCache(BytecodeCache):
             string_compiles=self.string_compiles,
             strings_not_admitted=self.strings_not_admitted,
             uncached=self.uncached,
+            compile_seconds=self.compile_seconds,
         )
 
     def reset_stats(self) -> None:
@@ -1098,6 +1140,13 @@ class TieredBytecodeCache(BytecodeCache):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _context_of(key: str, fingerprint: str) -> str:
+    """The ``key_context`` part of a key (``fingerprint flag context - name``)."""
+    middle = key[len(fingerprint) : key.index("-", len(fingerprint))]
+    dot = middle.find(".")
+    return middle[dot:] if dot >= 0 else ""
 
 
 def _foreign(bucket: Bucket, dependencies: Dependencies) -> None:

@@ -142,7 +142,8 @@ class CacheStats(NamedTuple):
     stored, seen fewer times than the admission threshold. Tier counters hold both.
     ``uncached`` counts compiles the cache could not take charge of (an environment
     that cannot be keyed, or whose compile with stand-ins failed): compiled by Jinja
-    as if there were no cache, and never stored.
+    as if there were no cache, and never stored. ``compile_seconds`` is the time the
+    cache's own compiles took.
     """
 
     tiers: tuple[TierStats, ...]
@@ -157,6 +158,8 @@ class CacheStats(NamedTuple):
     string_compiles: int = 0
     strings_not_admitted: int = 0
     uncached: int = 0
+    #: Seconds spent in the compiles the cache made (named templates and strings).
+    compile_seconds: float = 0.0
 
     @property
     def hit_ratio(self) -> float:
@@ -177,6 +180,7 @@ class CacheStats(NamedTuple):
             "string_compiles": self.string_compiles,
             "strings_not_admitted": self.strings_not_admitted,
             "uncached": self.uncached,
+            "compile_seconds": self.compile_seconds,
         }
         out["tiers"] = [{**t._asdict(), "events": dict(t.events)} for t in self.tiers]
         return out
