@@ -20,6 +20,9 @@ VENV_PY="$PWD/.venv/bin/python"
 # Every extra by default: under CI=true the plot, Prometheus, Flask and Django tests fail
 # rather than skip without theirs. bench.sh asks for what the benchmark needs only.
 "$VENV_PY" -m pip install -q --disable-pip-version-check -e ".[${EXTRAS:-test,prometheus,plot,redis}]"
+# An editable install does not carry the start-up hook of `tiered-bccache run` (setup.py
+# puts it in wheels only): put it where this interpreter reads .pth files.
+cp tiered_bccache.pth "$("$VENV_PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
 
 # Jinja's own test suite, which tests/test_jinja_suite.py runs with the cache in every
 # Environment: its wheel ships no tests, its sdist does. Unpacked once per Jinja version
@@ -66,7 +69,8 @@ esac
 # benchmark (TOOLS=1; test.sh asks for it).
 if [ "${TOOLS:-0}" = 1 ]; then
     [ -x .venv-tools/bin/python ] || "$PYTHON" -m venv .venv-tools
-    .venv-tools/bin/python -m pip install -q --disable-pip-version-check -e ".[test,redis,bench-tools]"
+    # Installed as a user installs it (not editable): with its start-up hook.
+    .venv-tools/bin/python -m pip install -q --disable-pip-version-check ".[test,redis,bench-tools]"
 fi
 
 if [ "${NEED_MEMCACHED:-1}" = 1 ] && ! command -v memcached >/dev/null 2>&1 && [ ! -x /usr/bin/memcached ]; then

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 from .. import __version__
 from ..secret import ENV_VAR, MIN_SECRET_BYTES
 from ..spec import SPEC_HELP
-from . import bench, inspect, tune, warm
+from . import bench, inspect, run, tune, warm
 from .common import MEMCACHED_TIMEOUT, PLOT_HINT
 from .errors import PROG
 
@@ -82,8 +82,9 @@ if TYPE_CHECKING:
 # The help texts are written as printed, wrapped at 88 columns.
 
 _DESCRIPTION = """\
-A tiered, authenticated bytecode cache for Jinja2: benchmark it, size it from a trace,
-warm it, inspect and clear it. 'tiered-bccache COMMAND --help' says more."""
+A tiered, authenticated bytecode cache for Jinja2: run a tool with it (dbt, Ansible,
+Sphinx, MkDocs: no code change), benchmark it, size it from a trace, warm it, inspect
+and clear it. 'tiered-bccache COMMAND --help' says more."""
 
 _EXIT_STATUS = """\
 exit status: 0 success, 1 failure at run time (a server unreachable, a template that
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for add in (_add_bench, _add_tune, _add_warm, _add_stats, _add_clear):
+    for add in (_add_bench, _add_run, _add_tune, _add_warm, _add_stats, _add_clear):
         add(commands, common)
     return parser
 
@@ -284,6 +285,42 @@ The FileSystemTier size is the byte recommendation plus each entry's header and 
 over the nine tenths of max_bytes that a prune leaves.
 
 {_EXIT_STATUS}"""
+
+
+_RUN = """\
+run a command with every Jinja Environment it builds given the cache
+
+Runs CMD with every Jinja Environment that it, and every Python process it starts
+(subprocesses, multiprocessing and forked workers), builds without a bytecode cache
+given one shared cache, and its from_string cached: dbt, ansible-playbook, sphinx-build,
+mkdocs as they are. The tiers: --tiers, else $TIERED_BCCACHE_TIERS, else memory over a
+private directory in your user cache directory, so the second run is warm with no
+option. Strings are stored at first sight. At the end, one line on stderr: templates and
+strings served from the cache, compiled, and the time the compiles took (children
+included). The exit status is the command's.
+
+Without the wrapper: TIERED_BCCACHE_AUTO=1 CMD does the same (through the start-up hook
+tiered_bccache.pth installed with the package), with no summary."""
+
+
+def _add_run(commands: _Commands, common: _Parser) -> None:
+    parser = _command(
+        commands,
+        common,
+        "run",
+        run.run,
+        _RUN,
+        f"{SPEC_HELP}\n\nexit status: the command's; 2 for a usage error.",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--tiers",
+        metavar="SPECS",
+        help="tier specs, whitespace-separated (default: memory and fs in the user cache dir)",
+    )
+    where.add_argument("--dir", metavar="DIR", help="memory and a filesystem tier in DIR")
+    parser.add_argument("--quiet", action="store_true", help="no summary line at the end")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
 
 
 def _add_tune(commands: _Commands, common: _Parser) -> None:

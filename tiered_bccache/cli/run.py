@@ -1,0 +1,114 @@
+"""``tiered-bccache run -- CMD ARGS...``: a command run with every Jinja Environment of
+every Python process it starts given the cache (see :mod:`tiered_bccache.auto`), and one
+line at the end saying what the cache did."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from typing import Any
+
+from ..auto import AUTO_VAR, STATS_VAR, default_specs
+from ..spec import TIERS_ENV_VAR
+from .errors import PROG, usage_error
+
+__all__ = ["run", "summarize"]
+
+#: Counters each process reports, added up over the run.
+_FIELDS = (
+    "lookups",
+    "hits",
+    "compiles",
+    "string_lookups",
+    "string_hits",
+    "string_compiles",
+    "uncached",
+    "compile_seconds",
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``tiered-bccache run``: the command's exit status (128 + N when a signal N ended
+    it, as a shell reports it)."""
+    command: list[str] = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise usage_error("run: give a command after --, e.g. tiered-bccache run -- dbt compile")
+    if shutil.which(command[0]) is None and not os.path.exists(command[0]):
+        raise usage_error(f"run: {command[0]!r}: command not found")
+    _require_hook()
+    env = dict(os.environ)
+    env[AUTO_VAR] = "1"
+    if args.tiers:
+        env[TIERS_ENV_VAR] = args.tiers
+    elif args.dir:
+        env[TIERS_ENV_VAR] = " ".join(default_specs(os.path.abspath(args.dir)))
+    with tempfile.TemporaryDirectory(prefix="tbc-run-") as stats_dir:
+        env[STATS_VAR] = stats_dir
+        # The command owns the terminal: Ctrl-C reaches it (and us, which waits for it).
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            status = subprocess.call(command, env=env)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        totals, processes = summarize(stats_dir)
+    if not args.quiet:
+        print(_line(totals, processes), file=sys.stderr)
+    return 128 - status if status < 0 else status
+
+
+def summarize(directory: str) -> tuple[dict[str, float], int]:
+    """The counters every process of a run wrote to ``directory``, added up, and how many
+    processes used the cache."""
+    totals: dict[str, float] = dict.fromkeys(_FIELDS, 0)
+    processes = 0
+    for name in os.listdir(directory):
+        try:
+            with open(os.path.join(directory, name), encoding="utf-8") as f:
+                record: dict[str, Any] = json.load(f)
+        except (OSError, ValueError):  # a process killed while writing
+            continue
+        processes += 1
+        for field in _FIELDS:
+            value = record.get(field, 0)
+            if isinstance(value, (int, float)):
+                totals[field] += value
+    return totals, processes
+
+
+def _line(totals: dict[str, float], processes: int) -> str:
+    if not processes:
+        return f"{PROG}: no Jinja template went through the cache"
+    compiled = int(totals["compiles"] + totals["string_compiles"])
+    uncached = int(totals["uncached"])
+    parts = [
+        f"{int(totals['hits']):,} templates and {int(totals['string_hits']):,} strings "
+        "from the cache",
+        f"{compiled:,} compiled ({totals['compile_seconds']:.2f} s)",
+    ]
+    if uncached:
+        parts.append(f"{uncached:,} compiled uncached")
+    plural = "es" if processes != 1 else ""
+    return f"{PROG}: " + ", ".join(parts) + f", in {processes} process{plural}"
+
+
+def _require_hook() -> None:
+    """The start-up hook must be where the command's Python will read it."""
+    purelib = sysconfig.get_paths()["purelib"]
+    if os.path.exists(os.path.join(purelib, "tiered_bccache.pth")):
+        return
+    if importlib.util.find_spec("_tiered_bccache_hook") is not None:
+        raise usage_error(
+            f"run: the start-up hook tiered_bccache.pth is not in {purelib} (an editable "
+            "install does not carry it: pip install . without -e, or copy it there)"
+        )
+    raise usage_error("run: the package is not installed with its start-up hook")
