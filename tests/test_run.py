@@ -1,0 +1,109 @@
+"""``tiered-bccache run -- CMD``: the command as it is, its exit status, and one line
+saying what the cache did, children included."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from tiered_bccache.cli.run import summarize
+
+from .conftest import SECRET, missing
+
+SCRIPT = """
+import subprocess, sys
+import jinja2
+env = jinja2.Environment(loader=jinja2.DictLoader({"a.html": "{{ x }}|{{ 'k'|upper }}"}))
+print(env.get_template("a.html").render(x=1), env.from_string("{{ 2 }}").render())
+if len(sys.argv) > 1:
+    subprocess.run([sys.executable, __file__], check=True)
+"""
+SUMMARY = re.compile(
+    r"tiered-bccache: (\d+) templates and (\d+) strings from the cache, (\d+) compiled "
+    r"\([\d.]+ s\)(?:, (\d+) compiled uncached)?, in (\d+) process(?:es)?$"
+)
+
+
+@pytest.fixture(autouse=True)
+def _hook_installed() -> None:
+    if not (Path(sysconfig.get_paths()["purelib"]) / "tiered_bccache.pth").exists():
+        missing("tiered_bccache.pth is not installed in this interpreter's site-packages")
+
+
+def tool(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERED_BCCACHE")}
+    env["TIERED_BCCACHE_SECRET"] = SECRET.decode()
+    return subprocess.run(
+        [sys.executable, "-m", "tiered_bccache", "run", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def summary(stderr: str) -> tuple[int, ...]:
+    match = SUMMARY.search(stderr.strip().splitlines()[-1])
+    assert match, stderr
+    return tuple(int(g or 0) for g in match.groups())
+
+
+def test_run_caches_the_command_and_its_children_and_says_so(tmp_path: Path) -> None:
+    """The command's output is its own; the summary counts the parent and its child;
+    the second run compiles nothing."""
+    (tmp_path / "t.py").write_text(SCRIPT)
+    args = ("--dir", str(tmp_path / "cache"), "--", sys.executable, "t.py", "child")
+    first = tool(tmp_path, *args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "1|K 2\n1|K 2\n"
+    templates, strings, compiled, uncached, processes = summary(first.stderr)
+    assert (compiled, processes, uncached) == (2, 2, 0)
+    assert (templates, strings) == (1, 1)  # the child finds what the parent wrote
+    second = tool(tmp_path, *args)
+    assert second.stdout == first.stdout
+    assert summary(second.stderr) == (2, 2, 0, 0, 2)
+
+
+def test_run_returns_the_command_s_exit_status(tmp_path: Path) -> None:
+    """An exit status passes through; a command killed by signal N gives 128 + N."""
+    assert tool(tmp_path, "--quiet", "--", sys.executable, "-c", "exit(3)").returncode == 3
+    killed = tool(
+        tmp_path, "--quiet", "--", sys.executable, "-c", "import os; os.kill(os.getpid(), 15)"
+    )
+    assert killed.returncode == 128 + 15
+    assert killed.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [((), "give a command after --"), (("--", "no-such-command-x"), "command not found")],
+)
+def test_run_without_a_runnable_command_is_a_usage_error(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    """No command, or one that is not there: exit 2 and one line."""
+    out = tool(tmp_path, *args)
+    assert out.returncode == 2
+    assert message in out.stderr
+
+
+def test_a_command_that_uses_no_jinja_says_so(tmp_path: Path) -> None:
+    """Nothing went through the cache: the line says that, not a row of zeros."""
+    out = tool(tmp_path, "--", sys.executable, "-c", "pass")
+    assert out.stderr.strip().endswith("no Jinja template went through the cache")
+
+
+def test_summarize_skips_reports_cut_short(tmp_path: Path) -> None:
+    """A process killed while writing its report leaves a partial file: it is skipped."""
+    (tmp_path / "1.json").write_text('{"hits": 2, "compiles": 1, "compile_seconds": 0.5}')
+    (tmp_path / "2.json").write_text('{"hits": 3, "comp')
+    totals, processes = summarize(str(tmp_path))
+    assert processes == 1 and totals["hits"] == 2 and totals["compile_seconds"] == 0.5
