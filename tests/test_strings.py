@@ -618,3 +618,24 @@ def test_an_ansible_like_loop_compiles_each_string_twice_and_a_second_process_ne
     assert second["outputs"] == expected
     assert (second["misses"], second["compiles"]) == (0, 0)
     assert second["hits"] == second["lookups"] == TASKS * distinct
+
+
+def test_compile_expression_is_cached_and_evaluates_as_jinja(tmp_path: Path) -> None:
+    """Jinja's compile_expression (Ansible's conditionals) compiles a parsed tree: keyed
+    by the tree, it is a hit in a new environment and in a new process, and evaluates as
+    plain Jinja does."""
+    expression = "x > 3 and y|upper == 'A' and not (z is defined)"
+    plain = Environment().compile_expression(expression)
+    for round_ in range(2):
+        cache = TieredBytecodeCache(
+            [MemoryTier(), FileSystemTier(tmp_path)], secret=SECRET, string_admission=1
+        )
+        for _ in range(2):
+            env = Environment(bytecode_cache=cache)
+            cache_from_string(env)
+            compiled = env.compile_expression(expression)
+            for args in ({"x": 4, "y": "a"}, {"x": 1, "y": "a"}, {"x": 5, "y": "a", "z": 1}):
+                assert compiled(**args) == plain(**args)
+        stats = cache.stats()
+        assert stats.string_compiles == (1 if round_ == 0 else 0)
+        assert stats.string_hits == (1 if round_ == 0 else 2)

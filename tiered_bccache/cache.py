@@ -558,19 +558,23 @@ class TieredBytecodeCache(BytecodeCache):
         ``from_string`` does, and nothing is cached. One-off strings do not fill the
         shared tiers: a string is stored after it has been seen ``string_admission``
         times in this process (2 by default), unless a tier already holds it. A parsed
-        ``nodes.Template`` is compiled as Jinja does, uncached.
+        ``nodes.Template`` is keyed by its ``repr`` (see :meth:`compile_string`).
         """
         cls = template_class or environment.template_class
-        if isinstance(source, str):
-            code = self.compile_string(environment, source)
-        else:
-            code = _env_class(environment).compile(environment, source)
+        code = self.compile_string(environment, source)
         return cls.from_code(environment, code, environment.make_globals(globals), None)
 
-    def compile_string(self, environment: Environment, source: str) -> types.CodeType:
+    def compile_string(
+        self, environment: Environment, source: str | nodes.Template
+    ) -> types.CodeType:
         """The code ``environment.compile(source)`` returns for a template string, from
         the tiers when it is there (what :meth:`from_string` and
-        :func:`~tiered_bccache.cache_from_string` use)."""
+        :func:`~tiered_bccache.cache_from_string` use). A parsed tree (what Jinja's
+        ``compile_expression`` and ``from_string(tree)`` compile; Ansible's conditionals)
+        is keyed by its ``repr``, which names every field of every node, as the code
+        Jinja generates from it writes its constants by their ``repr``."""
+        text = source if isinstance(source, str) else repr(source)
+        kind = "s" if isinstance(source, str) else "t"
         state = self._state(environment)
         self.string_lookups += 1
         flag = None if state.uncached else state.flag(None)
@@ -583,17 +587,17 @@ class TieredBytecodeCache(BytecodeCache):
             self.string_misses += 1
             self.uncached += 1
             return _env_class(environment).compile(environment, source)
-        digest = _digest(source)
-        key = f"{state.fingerprint}{flag}{context}-s{digest}"
-        code = self._memory_hit(environment, key, source)
+        digest = _digest(text)
+        key = f"{state.fingerprint}{flag}{context}-{kind}{digest}"
+        code = self._memory_hit(environment, key, text)
         if code is not None:
             self.string_hits += 1
             return code
-        bucket = _Bucket(environment, key, source, state.slots)
+        bucket = _Bucket(environment, key, text, state.slots)
         bucket.checksum = digest
-        size = self._load(bucket, source)
+        size = self._load(bucket, text)
         if size is None and bucket.foreign is not None:
-            size = self._variant(bucket, source)
+            size = self._variant(bucket, text)
             key = bucket.key
         if size is not None and bucket.code is not None:
             self.string_hits += 1
@@ -609,7 +613,7 @@ class TieredBytecodeCache(BytecodeCache):
             if state.uncached:
                 self.uncached += 1
                 return _env_class(environment).compile(environment, source)
-            key = f"{state.fingerprint}{flag}{context}-s{digest}"
+            key = f"{state.fingerprint}{flag}{context}-{kind}{digest}"
         code, dependencies = self._isolated(environment, state, source, None, None, flag)
         if dependencies is None:
             return code  # Jinja's, uncached
@@ -626,7 +630,7 @@ class TieredBytecodeCache(BytecodeCache):
         self._sightings.pop(digest, None)
         raw = marshal.dumps((dependencies, code))
         self.string_compiles += 1
-        self._store(state.slots, key, source, digest, code, dependencies, raw, None)
+        self._store(state.slots, key, text, digest, code, dependencies, raw, None)
         trace = self._trace
         if trace is not None:
             _record(trace, key, len(raw))
@@ -743,7 +747,7 @@ class TieredBytecodeCache(BytecodeCache):
         self,
         env: Environment,
         state: _EnvState,
-        source: str,
+        source: str | nodes.Template,
         name: str | None,
         filename: str | None,
         flag: str,

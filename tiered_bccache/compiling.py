@@ -32,7 +32,7 @@ import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from jinja2 import Environment, Undefined
+from jinja2 import Environment, Undefined, nodes
 from jinja2.filters import FILTERS
 from jinja2.tests import TESTS
 from jinja2.utils import _PassArg, pass_context, pass_environment, pass_eval_context
@@ -188,7 +188,7 @@ def policies_for_compile(policies: Mapping[str, Any]) -> dict[str, Any]:
 def compile_isolated(
     env: Environment,
     base: type[Environment],
-    source: str,
+    source: str | nodes.Template,
     name: str | None,
     filename: str | None,
     autoescape: bool,
@@ -212,7 +212,15 @@ def compile_isolated(
     copy.autoescape = autoescape
     copy.policies = policies_for_compile(env.policies)
     copy.extensions = {key: ext.bind(copy) for key, ext in env.extensions.items()}
-    code = base.compile(copy, source, name, filename)
+    if isinstance(source, nodes.Template):
+        # A parsed tree's nodes name the environment the optimizer folds with.
+        source.set_environment(copy)
+        try:
+            code = base.compile(copy, source, name, filename)
+        finally:
+            source.set_environment(env)
+    else:
+        code = base.compile(copy, source, name, filename)
     return code, (filters.dependencies(), tests.dependencies())
 
 

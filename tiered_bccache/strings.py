@@ -84,7 +84,7 @@ def _caching_class(cls: type) -> type:
 
         cache = self.bytecode_cache
         if (
-            isinstance(source, str)
+            isinstance(source, (str, nodes.Template))
             and name is None
             and filename is None
             and not raw
@@ -92,8 +92,9 @@ def _caching_class(cls: type) -> type:
             and isinstance(cache, TieredBytecodeCache)
         ):
             return cache.compile_string(self, source)
-        # A named template (Jinja's loader), a parsed tree, Python source, or a cache
-        # replaced by another kind since: as Jinja does.
+        # A named template (Jinja's loader), Python source, or a cache replaced by
+        # another kind since: as Jinja does. A string or a parsed tree (from_string,
+        # compile_expression) goes through the cache.
         original: Callable[..., Any] = cls.compile  # type: ignore[attr-defined]
         return original(self, source, name, filename, raw, defer_init)
 
