@@ -29,7 +29,6 @@ import tempfile
 import zlib
 from collections.abc import Callable
 from contextlib import ExitStack
-from hashlib import sha1
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader
@@ -37,7 +36,7 @@ from jinja2 import Environment, FileSystemLoader
 from tiered_bccache import MemcachedTier, MemoryTier, TieredBytecodeCache
 from tiered_bccache.benchkit.servers import private_memcached
 from tiered_bccache.benchkit.timing import Spread, describe_machine, ratios
-from tiered_bccache.entry import EntryCodec
+from tiered_bccache.entry import EntryCodec, source_digest
 from tiered_bccache.humanize import human_bytes, human_us
 
 from .common import Corpus, compiled_corpus, interleave, parser, table, time_calls, write_json
@@ -118,7 +117,7 @@ def codec(corpus: Corpus, *, rounds: int, seconds: float) -> dict[str, Any]:
     items = []
     for i, name in enumerate(corpus.names):
         key = f"k{i:04d}"
-        checksum = sha1(corpus.sources[name].encode("utf-8")).hexdigest()
+        checksum = source_digest(corpus.sources[name])
         raw = marshal.dumps(corpus.codes[name])
         items.append((key, checksum, raw))
     encoded = {z: [c.encode(k, s, raw, compress=z) for k, s, raw in items] for z in (False, True)}

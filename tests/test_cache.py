@@ -886,3 +886,23 @@ def test_from_specs_builds_the_tiers_and_passes_the_options(
     assert [t.directory for t in from_env.tiers] == [str(tmp_path / "b")]  # type: ignore[attr-defined]
     with pytest.raises(ConfigurationError, match="bogus"):
         TieredBytecodeCache.from_specs(["bogus:1"])
+
+
+def test_an_entry_of_the_previous_format_is_a_stale_miss_and_overwritten(tmp_path: Path) -> None:
+    """After an upgrade, what the previous release wrote (format 2) is a miss counted as
+    stale, never an error, and the entry is rewritten in the current format."""
+    import struct
+
+    from tiered_bccache.entry import FORMAT_VERSION, MAGIC, read_header
+
+    tier = FileSystemTier(tmp_path)
+    cache = TieredBytecodeCache([MemoryTier(), tier], secret=SECRET)
+    env = Environment(loader=DictLoader(TEMPLATES), bytecode_cache=cache, cache_size=0)
+    key = cache.template_key(env, "base.html")
+    old = struct.pack(">4sBB4sB", MAGIC, 2, 0, b"abcd", 3) + b"old" + b"0" * 40 + b"x" * 64
+    tier.set(key, old)
+    env.get_template("base.html")
+    stats = cache.stats()
+    assert stats.tiers[1].rejected_stale == 1 and stats.tiers[1].errors == 0
+    data = tier.get(key)
+    assert data is not None and read_header(data).format_version == FORMAT_VERSION

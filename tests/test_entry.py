@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import importlib.util
 import marshal
 import pathlib
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from blake3 import blake3
 from jinja2 import Environment
 from jinja2.bccache import Bucket, bc_magic, bc_version
 
@@ -26,6 +25,7 @@ from tiered_bccache.entry import (
     MAX_PAYLOAD,
     EntryCodec,
     read_header,
+    source_digest,
 )
 from tiered_bccache.errors import EntryError
 
@@ -48,8 +48,8 @@ TEMPLATES = {
 
 
 def checksum_of(source: str) -> str:
-    """Jinja's own checksum of a template source: hex SHA-1."""
-    return hashlib.sha1(source.encode("utf-8")).hexdigest()
+    """The checksum an entry carries for a template source."""
+    return source_digest(source)
 
 
 def compiled(source: str, *, enable_async: bool = False) -> types.CodeType:
@@ -87,7 +87,8 @@ def signed_entry(
     )
     body = header + stamp.encode("ascii") + checksum_of(SOURCE).encode("ascii") + payload
     raw_key = key.encode("ascii")
-    mac = hmac.new(secret, len(raw_key).to_bytes(2, "big") + raw_key + body, "sha256").digest()
+    mac_key = blake3(secret, derive_key_context="tiered_bccache 2026-12 entry MAC").digest()
+    mac = blake3(len(raw_key).to_bytes(2, "big") + raw_key + body, key=mac_key).digest()
     return body + mac
 
 
@@ -364,8 +365,21 @@ def test_dependencies_round_trip_with_the_code() -> None:
     assert size == len(payload(compiled(SOURCE), deps))
 
 
-def test_entry_of_the_previous_format_is_a_version_miss() -> None:
-    """An entry written in format 1 (the payload was the code alone) is refused as
-    another version, before its payload is read."""
-    data = signed_entry({"format": 1}, marshal.dumps(compiled(SOURCE)))
-    assert reason(EntryCodec(SECRET), data) == "version"
+@pytest.mark.parametrize("older", [1, 2])
+def test_entry_of_an_older_format_is_stale(older: int) -> None:
+    """An entry written by an earlier release (format 1: the code alone; format 2:
+    HMAC-SHA256 and a SHA-1 checksum) is refused as stale, before its payload is read:
+    a routine miss after an upgrade, not a warning."""
+    data = signed_entry({"format": older}, marshal.dumps(compiled(SOURCE)))
+    assert reason(EntryCodec(SECRET), data) == "stale"
+
+
+def test_sources_are_told_apart_by_the_full_digest() -> None:
+    """The checksum is the whole 256-bit BLAKE3 digest (no SHA-1, no truncation): two
+    sources differing in one character anywhere get digests that differ, and an entry
+    for one is stale for the other."""
+    first, second = SOURCE, SOURCE[:-1] + "!"
+    assert len(source_digest(first)) == CHECKSUM_SIZE == 64
+    assert source_digest(first) != source_digest(second)
+    data = EntryCodec(SECRET).encode(KEY, source_digest(first), payload(compiled(first)))
+    assert reason(EntryCodec(SECRET), data, source=second) == "stale"

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from hashlib import sha1
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from tiered_bccache import (
     cache_from_string,
     uncache_from_string,
 )
+from tiered_bccache.entry import source_digest
 from tiered_bccache.trace import read_trace
 from tiered_bccache.tune import hit_curves
 
@@ -508,7 +508,7 @@ def test_a_trace_holds_named_and_string_keys_and_feeds_hit_curves(tmp_path: Path
     records = list(read_trace(path))
     assert len(records) == 6
     keys = {record.key for record in records}
-    string_keys = {key for key in keys if sha1(SOURCE.encode()).hexdigest() in key}
+    string_keys = {key for key in keys if source_digest(SOURCE) in key}
     assert len(keys) == 2 and len(string_keys) == 1
     assert all(record.size > 0 for record in records)
     curves = hit_curves(read_trace(path))

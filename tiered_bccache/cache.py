@@ -9,7 +9,6 @@ import time
 import types
 import weakref
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from hashlib import sha1
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, Template, nodes
@@ -17,7 +16,7 @@ from jinja2.bccache import Bucket, BytecodeCache
 
 from .breaker import CircuitBreaker
 from .compiling import Dependencies, compile_isolated, dependencies_hold, variant
-from .entry import EntryCodec
+from .entry import EntryCodec, source_digest
 from .errors import ConfigurationError, EntryError, TierError
 from .fingerprint import Fingerprinter, Unkeyable
 from .secret import ENV_VAR, resolve_secret
@@ -41,23 +40,10 @@ _MAX_MEMO = 4096
 _MAX_SIGHTINGS = 16384
 
 
-def _utf8(text: str) -> bytes:
-    # Lone surrogates (surrogateescape'd bytes from a file name or a YAML value) are
-    # valid in a template; they must key and digest like any other text.
-    return text.encode("utf-8", "surrogatepass")
-
-
-def _digest(text: str) -> str:
-    return sha1(_utf8(text)).hexdigest()
-
-
 def _name_key(name: str, filename: str | None) -> str:
-    """Jinja's cache key for a template name (``BytecodeCache.get_cache_key``), for any
-    name a loader may give."""
-    digest = sha1(_utf8(name))
-    if filename is not None:
-        digest.update(b"|" + _utf8(filename))
-    return digest.hexdigest()
+    """The key part of a template name (and its file name, as Jinja's
+    ``BytecodeCache.get_cache_key`` joins them), for any name a loader may give."""
+    return source_digest(name if filename is None else f"{name}|{filename}")
 
 
 class _Bucket(Bucket):
@@ -86,7 +72,7 @@ class _Bucket(Bucket):
     def checksum(self) -> str:
         if self._checksum is None:
             assert self.source is not None
-            self._checksum = _digest(self.source)
+            self._checksum = source_digest(self.source)
         return self._checksum
 
     @checksum.setter
@@ -298,7 +284,7 @@ class TieredBytecodeCache(BytecodeCache):
         if key_context is not None and not callable(key_context):
             raise ConfigurationError(f"key_context must be callable, got {key_context!r}")
         self._key_context = key_context
-        #: sha1 of a string -> times compiled here without being stored (bounded).
+        #: digest of a string -> times compiled here without being stored (bounded).
         self._sightings: dict[str, int] = {}
         self.strict = bool(strict)
         self.lease_timeout = positive_number("lease_timeout", lease_timeout, allow_zero=True)
@@ -468,7 +454,7 @@ class TieredBytecodeCache(BytecodeCache):
             return ""
         if len(answer) <= 16 and answer.isascii() and answer.isalnum():
             return "." + answer
-        return "." + sha1(_utf8(str(answer))).hexdigest()[:16]
+        return "." + source_digest(str(answer))[:16]
 
     def template_key(self, environment: Environment, name: str, filename: str | None = None) -> str:
         """The key a lookup of template ``name`` in ``environment`` uses first (the same in
@@ -484,7 +470,7 @@ class TieredBytecodeCache(BytecodeCache):
 
     def get_source_checksum(self, source: str) -> str:
         """Jinja's checksum of a source, for sources with lone surrogates too."""
-        return _digest(source)
+        return source_digest(source)
 
     # -- Jinja's interface ----------------------------------------------------------------
 
@@ -587,7 +573,7 @@ class TieredBytecodeCache(BytecodeCache):
             self.string_misses += 1
             self.uncached += 1
             return _env_class(environment).compile(environment, source)
-        digest = _digest(text)
+        digest = source_digest(text)
         key = f"{state.fingerprint}{flag}{context}-{kind}{digest}"
         code = self._memory_hit(environment, key, text)
         if code is not None:

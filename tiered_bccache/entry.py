@@ -8,11 +8,18 @@ Layout (all integers big-endian)::
     py_magic     4  importlib.util.MAGIC_NUMBER of the writer
     stamp_len    1
     stamp        n  ASCII "jinja2 <version> bc<bc_version>" of the writer
-    checksum    40  ASCII hex SHA-1 of the template source (Jinja's own checksum)
+    checksum    64  ASCII hex BLAKE3 of the template source (:func:`source_digest`)
     payload      *  marshal.dumps((dependencies, code)), possibly compressed: the
                     filters and tests the compile looked up (see
                     :mod:`tiered_bccache.compiling`), and the code
-    mac         32  HMAC-SHA256(secret, len(key) || key || everything above)
+    mac         32  keyed BLAKE3(K, len(key) || key || everything above), where K is
+                    derived from the secret (BLAKE3's derive_key mode)
+
+BLAKE3, chosen by measurement (``tiered-bccache bench`` prints the breakdown): keyed
+BLAKE3 authenticates a 42 kB entry in less than half the time of HMAC-SHA256 on the
+machines measured, and digests a source faster than SHA-1 or SHA-256, while being
+collision-resistant where SHA-1 is not (an application caching strings users supply
+could otherwise be made to render one reviewed string as another).
 
 Nothing here uses pickle: Jinja's own ``Bucket.load_bytecode`` unpickles the checksum
 before any check, so whoever can write its cache runs code in the application. Here the
@@ -28,7 +35,6 @@ import marshal
 import struct
 import types
 import zlib
-from hashlib import sha256
 from typing import NamedTuple
 
 import jinja2
@@ -37,14 +43,15 @@ from jinja2.bccache import bc_version
 from .compiling import Dependencies, valid_dependencies
 from .errors import EntryError
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "EntryCodec", "EntryHeader"]
+__all__ = ["FORMAT_VERSION", "MAGIC", "EntryCodec", "EntryHeader", "source_digest"]
 
 MAGIC = b"\x89TBC"
-#: 2: the payload carries the compile's dependencies beside the code.
-FORMAT_VERSION = 2
+#: 2: the payload carries the compile's dependencies beside the code. 3: BLAKE3 for the
+#: MAC and the source digest. An entry of an older format is stale: a miss, overwritten.
+FORMAT_VERSION = 3
 FLAG_ZLIB = 0x01
 MAC_SIZE = 32
-CHECKSUM_SIZE = 40
+CHECKSUM_SIZE = 64
 #: A decompressed payload larger than this is refused (the MAC already vouches for the
 #: writer; the bound keeps a buggy writer from exhausting memory).
 MAX_PAYLOAD = 64 * 1024 * 1024
@@ -55,6 +62,18 @@ _FIXED = struct.Struct(">4sBB4sB")
 #: Used as the key when the user opted out of signing: the MAC then only detects
 #: corruption, never tampering.
 UNSIGNED_KEY = b"tiered_bccache unsigned entries: integrity only"
+
+
+#: Separates the MAC key from every other use of the secret.
+_MAC_CONTEXT = "tiered_bccache 2026-12 entry MAC"
+
+
+def source_digest(text: str) -> str:
+    """The hex BLAKE3 digest of a template source or name as UTF-8 (lone surrogates
+    included, as ``surrogatepass`` writes them): entries' checksums and cache keys."""
+    from blake3 import blake3
+
+    return blake3(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class EntryHeader(NamedTuple):
@@ -78,8 +97,12 @@ class EntryCodec:
     __slots__ = ("_mac_base", "_prefix", "_prefix_z", "signed")
 
     def __init__(self, secret: bytes | None) -> None:
+        from blake3 import blake3
+
         self.signed = secret is not None
-        self._mac_base = hmac.new(secret if secret is not None else UNSIGNED_KEY, None, sha256)
+        material = secret if secret is not None else UNSIGNED_KEY
+        key = blake3(material, derive_key_context=_MAC_CONTEXT).digest()
+        self._mac_base = blake3(key=key)
         self._prefix = _FIXED.pack(MAGIC, FORMAT_VERSION, 0, _PY_MAGIC, len(_STAMP)) + _STAMP
         self._prefix_z = _FIXED.pack(MAGIC, FORMAT_VERSION, FLAG_ZLIB, _PY_MAGIC, len(_STAMP))
         self._prefix_z += _STAMP
@@ -117,11 +140,11 @@ class EntryCodec:
         was compressed)."""
         prefix = self._prefix
         start = len(prefix) + CHECKSUM_SIZE
-        if len(data) < start + MAC_SIZE + 1:
-            raise EntryError("format", "truncated")
         if not data.startswith(prefix):
             if not data.startswith(self._prefix_z):
                 raise self._explain(data)
+        if len(data) < start + MAC_SIZE + 1:
+            raise EntryError("format", "truncated")
         view = memoryview(data)
         if not hmac.compare_digest(
             self._mac(key.encode("ascii"), view[:-MAC_SIZE]), view[-MAC_SIZE:]
@@ -156,6 +179,9 @@ class EntryCodec:
 
     def _explain(self, data: bytes) -> EntryError:
         """Say why an entry whose header does not match ours was refused."""
+        if len(data) > 4 and data[:4] == MAGIC and data[4] < FORMAT_VERSION:
+            # Written before an upgrade of this package: routine, like an edited source.
+            return EntryError("stale", f"entry format {data[4]}, now {FORMAT_VERSION}")
         try:
             header = read_header(data)
         except EntryError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 import types
 
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 from jinja2 import Environment
 
 from tiered_bccache.compiling import NO_DEPENDENCIES
-from tiered_bccache.entry import EntryCodec
+from tiered_bccache.entry import EntryCodec, source_digest
 from tiered_bccache.errors import EntryError
 
 SECRET = b"0123456789abcdef-test-secret-key"
@@ -60,7 +59,7 @@ SOURCES = st.recursive(LEAVES, _wrap, max_leaves=12)
 
 
 def checksum_of(source: str) -> str:
-    return hashlib.sha1(source.encode("utf-8")).hexdigest()
+    return source_digest(source)
 
 
 def _entry(source: str, compress: bool) -> bytes:

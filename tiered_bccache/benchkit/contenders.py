@@ -5,8 +5,8 @@ so that the comparison is of the caches, not of the client settings).
 =============== ==========================================================================
 DictFloor       code objects in a dict: the in-process floor
 MarshalFileFloor one bare file of marshalled code per template: the on-disk floor
-SignedFileFloor MarshalFileFloor plus an HMAC-SHA256 and a SHA-1 of the source: the floor
-                of an authenticated hit
+SignedFileFloor MarshalFileFloor plus a keyed BLAKE3 MAC and a BLAKE3 digest of the
+                source: the floor of an authenticated hit
 jinja_memcached_client pymemcache for Jinja's ``MemcachedBytecodeCache``
 PlainRedisBytecodeCache Jinja's bucket format in Redis, as the existing Redis packages do
 =============== ==========================================================================
@@ -17,7 +17,6 @@ from __future__ import annotations
 import hmac
 import marshal
 import os
-from hashlib import sha1, sha256
 from typing import Any
 
 from jinja2 import Environment
@@ -92,12 +91,16 @@ class MarshalFileFloor(DictFloor):
 
 class SignedFileFloor(MarshalFileFloor):
     """The floor of an *authenticated* hit: the bare file plus the two checks no safe
-    cache can skip, an HMAC-SHA256 over the bytes read and a SHA-1 of the source (to
-    notice an edit), and nothing else: no header, no key derivation, no promotion."""
+    cache can skip, with the entry format's algorithms: a keyed BLAKE3 MAC over the bytes
+    read and a BLAKE3 digest of the source (to notice an edit), and nothing else: no
+    header, no key derivation per entry, no promotion."""
 
     def __init__(self, directory: str, secret: bytes) -> None:
         super().__init__(directory)
+        from blake3 import blake3
+
         self.secret = secret
+        self._mac = blake3(key=blake3(secret, derive_key_context="floor").digest())
 
     def get_bucket(
         self, environment: Environment, name: str, filename: str | None, source: str
@@ -106,17 +109,26 @@ class SignedFileFloor(MarshalFileFloor):
         data = self._read(name)
         if data is None:
             return bucket
+        from blake3 import blake3
+
         view = memoryview(data)
-        mac = hmac.digest(self.secret, view[:-52], sha256)
-        if hmac.compare_digest(mac, view[-32:]) and sha1(source.encode()).digest() == view[-52:-32]:
-            bucket.code = marshal.loads(view[:-52])
+        mac = self._mac.copy()
+        mac.update(view[:-64])
+        digest = blake3(source.encode("utf-8", "surrogatepass")).digest()
+        if hmac.compare_digest(mac.digest(), view[-32:]) and digest == view[-64:-32]:
+            bucket.code = marshal.loads(view[:-64])
         return bucket
 
     def set_bucket(self, bucket: Bucket) -> None:
         raw = marshal.dumps(bucket.code)
         source = bucket.environment.loader.get_source(bucket.environment, bucket.key)[0]  # type: ignore[union-attr]
+        from blake3 import blake3
+
+        body = raw + blake3(source.encode("utf-8", "surrogatepass")).digest()
+        mac = self._mac.copy()
+        mac.update(raw)
         with open(self._path(bucket.key), "wb") as f:
-            f.write(raw + sha1(source.encode()).digest() + hmac.digest(self.secret, raw, sha256))
+            f.write(body + mac.digest())
 
 
 def jinja_memcached_client(address: str) -> Any:

@@ -11,8 +11,9 @@ parent, in interleaved rounds with a rotating order. Contenders:
 python      the process with Jinja imported and nothing loaded (Python's floor)
 floor       bare files of marshalled code, read whole and unmarshalled, no checks: the
             physical limit of a cache on disk (its code imports nothing but Jinja)
-floor-signed the floor plus the two checks a shared cache cannot skip: an HMAC-SHA256
-            of the bytes read and a SHA-1 of the source (to notice an edit)
+floor-signed the floor plus the two checks a shared cache cannot skip, with the entry
+            format's algorithms: a keyed BLAKE3 MAC of the bytes read and a BLAKE3
+            digest of the source (to notice an edit)
 none        no bytecode cache: every template compiled
 jinja-fs    Jinja's ``FileSystemBytecodeCache``, warm
 jinja-mc    Jinja's ``MemcachedBytecodeCache`` over pymemcache, warm
@@ -81,9 +82,15 @@ if kind == "floor":
     cache = Floor()
 elif kind == "floor-signed":
     import hmac, marshal, os
-    from hashlib import sha1, sha256
+    from blake3 import blake3
     from jinja2.bccache import Bucket, BytecodeCache
-    key = bytes.fromhex(os.environ["TIERED_BCCACHE_SECRET"])
+    mac_base = blake3(key=blake3(bytes.fromhex(os.environ["TIERED_BCCACHE_SECRET"]),
+                                 derive_key_context="floor").digest())
+
+    def mac(data):
+        h = mac_base.copy()
+        h.update(data)
+        return h.digest()
 
     class SignedFloor(BytecodeCache):
         def get_bucket(self, environment, name, filename, source):
@@ -95,18 +102,18 @@ elif kind == "floor-signed":
             except FileNotFoundError:
                 return bucket
             view = memoryview(data)
-            if hmac.compare_digest(hmac.digest(key, view[:-32], sha256), view[-32:]) and (
-                sha1(source.encode()).digest() == view[-52:-32]
+            if hmac.compare_digest(mac(view[:-32]), view[-32:]) and (
+                blake3(source.encode("utf-8", "surrogatepass")).digest() == view[-64:-32]
             ):
-                bucket.code = marshal.loads(view[:-52])
+                bucket.code = marshal.loads(view[:-64])
             return bucket
 
         def set_bucket(self, bucket):
             source = bucket.environment.loader.get_source(bucket.environment, bucket.key)[0]
-            body = marshal.dumps(bucket.code) + sha1(source.encode()).digest()
+            body = marshal.dumps(bucket.code) + blake3(source.encode()).digest()
             path = os.path.join(work, "floor-signed", bucket.key.replace("/", "__"))
             with open(path, "wb") as f:
-                f.write(body + hmac.digest(key, body, sha256))
+                f.write(body + mac(body))
 
     cache = SignedFloor()
 elif kind == "jinja-fs":

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from jinja2 import Environment, FileSystemLoader
 
-from ..entry import EntryCodec
+from ..entry import CHECKSUM_SIZE, EntryCodec
 from ..humanize import human_bytes
 from ..secret import MIN_SECRET_BYTES
 from .common import check_plot, plot_needs_matplotlib, write_json
@@ -170,7 +170,9 @@ def _simulated_records(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
 def _entry_overhead() -> int:
     """Bytes a byte tier's entry adds to the marshalled code: header, checksum, MAC."""
     raw = marshal.dumps(compile("", "<empty>", "exec"))
-    return len(EntryCodec(b"\0" * MIN_SECRET_BYTES).encode("k", "0" * 40, raw)) - len(raw)
+    return len(EntryCodec(b"\0" * MIN_SECRET_BYTES).encode("k", "0" * CHECKSUM_SIZE, raw)) - len(
+        raw
+    )
 
 
 def _size_suffix(nbytes: int) -> str:
