@@ -30,6 +30,8 @@ SECTIONS = (
     "compression",
     "faults",
     "stampede",
+    "environments",
+    "tools",
 )
 
 
