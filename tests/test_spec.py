@@ -332,3 +332,59 @@ def test_options_with_an_application_cache_are_refused(
         assert isinstance(load_cache(f"{module}:cache", [], secret=None), TieredBytecodeCache)
     finally:
         sys.modules.pop(module, None)
+
+
+TYPOS = {
+    "fs option misspelt": ("fs:{tmp}/app,maxbytes=1G", "unknown option 'maxbytes'"),
+    "fs option unknown": ("fs:{tmp}/app,max_bytes=1G,mode=0700", "unknown option 'mode'"),
+    "fs size malformed": ("fs:{tmp}/app,max_bytes=lots", "is not a size"),
+    "memory option unknown": ("memory:512,foo=1", "unknown option 'foo'"),
+    "memcached URL without host": ("memcached://", "memcached://HOST:PORT"),
+    "memcached bad port": ("memcached:127.0.0.1:99999", "out of range"),
+    "memcached option unknown": ("memcached:127.0.0.1:11211;prefx=a", "unknown option"),
+    "redis db not a number": ("redis://localhost:6379/abc", "database 'abc' is not a number"),
+    "redis port out of range": ("redis://localhost:70000/0", "out of range"),
+    "redis port not a number": ("redis://localhost:http/0", "redis://HOST:PORT/DB"),
+    "redis no host": ("redis:///0", "no host"),
+    "redis unix db not a number": ("redis+unix:///tmp/r.sock?db=z", "database 'z'"),
+    "redis timeout not a number": ("redis://localhost:6379/0;timeout=soon", "seconds"),
+    "unknown kind lists every form": ("mongo://x", "rediss://HOST:PORT/DB"),
+}
+
+
+@pytest.mark.parametrize(("spec", "message"), TYPOS.values(), ids=TYPOS)
+def test_spec_typos_are_configuration_errors_that_quote_the_spec(
+    spec: str, message: str, tmp_path: Path
+) -> None:
+    """A typo never gives a working but wrong configuration, nor a bare ValueError: a
+    SpecError (a ConfigurationError, exit status 2 in the command line) quoting the spec
+    and saying what was expected."""
+    spec = spec.format(tmp=tmp_path)
+    with pytest.raises(SpecError) as info:
+        parse_tier(spec)
+    assert repr(spec) in str(info.value) and message in str(info.value)
+    assert not (tmp_path / "app,maxbytes=1G").exists()
+
+
+def test_memcached_url_form_names_the_server(tmp_path: Path) -> None:
+    """memcached://HOST:PORT, as URLs are written, means memcached:HOST:PORT (not a unix
+    socket named //HOST:PORT)."""
+    tier = parse_tier("memcached://127.0.0.1:11211;prefix=u")
+    assert tier.name == parse_tier("memcached:127.0.0.1:11211;prefix=u").name
+    assert tier.name == "memcached:127.0.0.1:11211"
+
+
+def test_a_spec_typo_exits_2_in_the_command_line(tmp_path: Path) -> None:
+    """The command line reports a configuration error as one line, with status 2."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-m", "tiered_bccache", "stats", "--tier", "redis://localhost:6379/abc"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert "database 'abc' is not a number" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

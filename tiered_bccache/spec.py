@@ -157,7 +157,8 @@ def parse_tier(
         raise SpecError(f"tier {spec!r}: {exc}") from exc
     raise SpecError(
         f"tier {spec!r}: unknown kind {kind!r}; expected memory[:...], fs[:PATH], "
-        "memcached:HOST:PORT, redis://HOST:PORT/DB or redis+cluster://HOST:PORT,..."
+        "memcached:HOST:PORT, redis://HOST:PORT/DB, rediss://HOST:PORT/DB, "
+        "redis+unix:///PATH or redis+cluster://HOST:PORT,..."
     )
 
 
@@ -182,9 +183,17 @@ def _memory(rest: str) -> MemoryTier:
 def _filesystem(rest: str) -> FileSystemTier:
     parts = rest.split(",")
     max_bytes: int | None = None
-    # Options come last; anything before them, commas included, is the path.
-    while len(parts) > 1 and re.fullmatch(r"\s*max_bytes\s*=.*", parts[-1]):
-        max_bytes = parse_size(parts.pop().split("=", 1)[1], what="max_bytes")
+    # Options come last, each ,NAME=VALUE with NAME a word; anything before them,
+    # commas included, is the path. A word the tier does not know is a typo, never
+    # part of a directory name (a path ending in ,word=... needs a trailing /).
+    while len(parts) > 1:
+        option = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*=(.*)", parts[-1])
+        if option is None:
+            break
+        if option[1] != "max_bytes":
+            raise SpecError(f"unknown option {option[1]!r}; expected fs:PATH,max_bytes=SIZE")
+        max_bytes = parse_size(option[2], what="max_bytes")
+        parts.pop()
     path = ",".join(parts)
     return FileSystemTier(os.path.expanduser(path) if path else None, max_bytes=max_bytes)
 
@@ -221,6 +230,12 @@ def _remote_options(options: list[str], timeout: float | None) -> dict[str, Any]
 
 
 def _memcached(rest: str, timeout: float | None) -> MemcachedTier:
+    # memcached://HOST:PORT, as URLs are written, is the same as memcached:HOST:PORT (a
+    # unix socket is memcached:/path, one slash).
+    if rest.startswith("//"):
+        rest = rest[2:]
+        if not rest or rest.startswith("/"):
+            raise SpecError("expected memcached://HOST:PORT (or memcached:/path/to.sock)")
     servers, *options = rest.split(";")
     kwargs = _remote_options(options, timeout)
     addresses = [s.strip() for s in servers.split(",") if s.strip()]
@@ -242,8 +257,34 @@ def _redis(spec: str, timeout: float | None) -> RedisTier:
     if url.startswith("redis+unix://"):
         url = "unix://" + url.removeprefix("redis+unix://")
     elif not url.startswith(("redis://", "rediss://")):
-        raise SpecError("expected redis://HOST:PORT/DB, rediss://... or redis+unix:///PATH")
+        raise SpecError(_REDIS_FORMS)
+    _check_redis_url(url)
     return RedisTier(url, **kwargs)
+
+
+_REDIS_FORMS = (
+    "expected redis://HOST:PORT/DB, rediss://HOST:PORT/DB, redis+unix:///PATH?db=N or "
+    "redis+cluster://HOST:PORT,..."
+)
+
+
+def _check_redis_url(url: str) -> None:
+    """What redis-py would refuse with a bare ValueError, or take silently (a database
+    that is not a number reads as db 0): a SpecError here."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (raises for a port out of range or not a number)
+    except ValueError as exc:
+        raise SpecError(f"{exc}; {_REDIS_FORMS}") from None
+    if parts.scheme != "unix" and not parts.hostname:
+        raise SpecError(f"no host; {_REDIS_FORMS}")
+    dbs = [parts.path.strip("/")] if parts.scheme != "unix" and parts.path.strip("/") else []
+    dbs += parse_qs(parts.query).get("db", [])
+    for db in dbs:
+        if not db.isdigit():
+            raise SpecError(f"database {db!r} is not a number; {_REDIS_FORMS}")
 
 
 def split_specs(text: str) -> list[str]:
