@@ -663,3 +663,28 @@ def test_strict_mode_raises_tier_error_for_the_same_faults(
     assert isinstance(error, TierError) and error.tier == rig.faulty.name
     cause = error.__cause__
     assert isinstance(cause, OSError) and cause.errno in codes, repr(cause)
+
+
+def test_unusable_directories_are_refused_at_construction_in_one_line(tmp_path: Path) -> None:
+    """A directory the tier could never use is a ConfigurationError naming the path and
+    the reason, never a raw OSError at construction nor a tier whose every write only
+    logs: a regular file in its place, a parent that is a file, a read-only mount."""
+    from tiered_bccache import ConfigurationError
+
+    (tmp_path / "file").write_text("")
+    cases = {
+        "is not a directory": tmp_path / "file",
+        "cannot be created": tmp_path / "file" / "below",
+    }
+    for reason, path in cases.items():
+        with pytest.raises(ConfigurationError) as info:
+            FileSystemTier(path)
+        assert str(path) in str(info.value) and reason in str(info.value)
+        assert "\n" not in str(info.value)
+    directory = tmp_path / "ro"
+    directory.mkdir(mode=0o700)
+    with read_only(directory) as technique:
+        if technique == "regular file in place of the directory":
+            cannot_here("needs a read-only mount or permission bits that bind")
+        with pytest.raises(ConfigurationError, match="cannot be written"):
+            FileSystemTier(directory)

@@ -127,6 +127,10 @@ class FileSystemTier:
         return (_rebuild, (None if self._given is None else self.directory, self.max_bytes))
 
     def _ensure_directory(self) -> None:
+        """Refuse, in one line naming the path and the reason, a directory the tier
+        could never use: one that cannot be created, is not a directory, or cannot be
+        written (a tier whose every write fails would only log). A directory that turns
+        read-only later is still read (see the fault tests)."""
         try:
             _make_private_directories(self.directory)
         except FileExistsError:
@@ -134,6 +138,15 @@ class FileSystemTier:
                 raise ConfigurationError(
                     f"directory {self.directory!r} is not a directory"
                 ) from None
+        except OSError as exc:
+            raise ConfigurationError(
+                f"directory {self.directory!r} cannot be created: {exc.strerror or exc}"
+            ) from None
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise ConfigurationError(
+                f"directory {self.directory!r} cannot be written (permissions or a "
+                "read-only file system)"
+            )
 
     def path(self, key: str) -> str:
         """The file that holds ``key``: always inside the directory, whatever the key."""
