@@ -7,6 +7,11 @@ ruff check .
 ruff format --check .
 mypy
 python -m pytest "$@"
+# The suite on every other CPython from 3.10 to 3.13 the machine has, without the stress
+# tests (scripts/matrix.sh names what it skipped); with arguments, only when MATRIX=1.
+if [ "${MATRIX:-$(( $# == 0 ))}" = 1 ]; then
+    bash scripts/matrix.sh "$@"
+fi
 # With arguments (a selection of tests), the tools run only when TOOLS=1 is asked for.
 if [ "${TOOLS:-$(( $# == 0 ))}" = 1 ]; then
     TIERED_BCCACHE_TOOL_TESTS=1 .venv-tools/bin/python -m pytest tests/tools

@@ -369,9 +369,12 @@ def test_spec_typos_are_configuration_errors_that_quote_the_spec(
 def test_memcached_url_form_names_the_server(tmp_path: Path) -> None:
     """memcached://HOST:PORT, as URLs are written, means memcached:HOST:PORT (not a unix
     socket named //HOST:PORT)."""
-    tier = parse_tier("memcached://127.0.0.1:11211;prefix=u")
-    assert tier.name == parse_tier("memcached:127.0.0.1:11211;prefix=u").name
-    assert tier.name == "memcached:127.0.0.1:11211"
+    tier, plain = (
+        parse_tier("memcached://127.0.0.1:11211;prefix=u"),
+        parse_tier("memcached:127.0.0.1:11211;prefix=u"),
+    )
+    assert isinstance(tier, MemcachedTier) and isinstance(plain, MemcachedTier)
+    assert tier.name == plain.name == "memcached:127.0.0.1:11211"
 
 
 def test_a_spec_typo_exits_2_in_the_command_line(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .strings import cache_from_string, uncache_from_string
     from .tiers import FileSystemTier, MemcachedTier, MemoryTier, RedisTier
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = (
     "ByteTier",

@@ -190,29 +190,29 @@ class TieredBytecodeCache(BytecodeCache):
     settings that change generated code (see :mod:`tiered_bccache.fingerprint`), so one
     cache may serve differently configured environments.
 
-    Arguments:
-        tiers: the tiers, fastest first (any non-empty list; each instance once).
-        secret: the MAC key for entries in byte tiers (at least 16 bytes, the same on
-            every host sharing a remote tier); default ``$TIERED_BCCACHE_SECRET``, else a
-            random host key in the first filesystem tier's directory.
-        allow_unsigned: accept a remote tier without a secret. Unsafe: whoever can write
-            to the tier runs code in the application.
-        strict: raise tier failures as :class:`TierError` instead of isolating them.
-        lease_timeout: how long a process waits for another process of the host that is
-            compiling the same template (through the first tier offering ``lease``).
-        breaker_threshold, breaker_cooldown: consecutive failures that open a remote
-            tier's circuit breaker, and seconds before it is probed again.
-        secret_env: the environment variable ``secret`` is read from when it is not
-            given (``TIERED_BCCACHE_SECRET``).
-        string_admission: how many times this process must compile a template string
-            (see :meth:`from_string`) before it is stored; 1 stores every string.
-        trace: a file to record an access trace to (for ``tiered-bccache tune``).
-        key_context: a function of the environment, called at every lookup, whose
-            answer joins the key: state a tool keeps outside the Environment that changes
-            the code it compiles (ansible-core's lexer escapes backslashes in some
-            compiles and not in others; see :mod:`tiered_bccache.tools`). Short ASCII
-            letters and digits are used as they are, anything else by a digest; an
-            exception means the lookup is compiled uncached.
+    :param tiers: the tiers, fastest first (any non-empty list; each instance once).
+    :param secret: the MAC key for entries in byte tiers (at least 16 bytes, the same on
+        every host sharing a remote tier); default ``$TIERED_BCCACHE_SECRET``, else a
+        random host key in the first filesystem tier's directory.
+    :param allow_unsigned: accept a remote tier without a secret. Unsafe: whoever can
+        write to the tier runs code in the application.
+    :param strict: raise tier failures as :class:`TierError` instead of isolating them.
+    :param lease_timeout: how long a process waits for another process of the host that
+        is compiling the same template (through the first tier offering ``lease``).
+    :param breaker_threshold: consecutive failures that open a remote tier's circuit
+        breaker.
+    :param breaker_cooldown: seconds before an open breaker lets one probe through.
+    :param secret_env: the environment variable ``secret`` is read from when it is not
+        given (``TIERED_BCCACHE_SECRET``).
+    :param string_admission: how many times this process must compile a template string
+        (see :meth:`from_string`) before it is stored; 1 stores every string.
+    :param trace: a file to record an access trace to (for ``tiered-bccache tune``).
+    :param key_context: a function of the environment, called at every lookup, whose
+        answer joins the key: state a tool keeps outside the Environment that changes
+        the code it compiles (ansible-core's lexer escapes backslashes in some compiles
+        and not in others; see :mod:`tiered_bccache.tools`). Short ASCII letters and
+        digits are used as they are, anything else by a digest; an exception means the
+        lookup is compiled uncached.
 
     Pickling: a copy is the configuration (tiers with empty memory and fresh
     connections). It carries ``secret`` when one was passed; a secret read from

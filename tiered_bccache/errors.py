@@ -26,8 +26,10 @@ class TierError(TieredCacheError):
 
 
 class EntryError(TieredCacheError):
-    """Raised by :func:`tiered_bccache.entry.decode` when an entry is corrupt, truncated,
-    foreign, stale, or fails its MAC. The cache turns it into a counted miss."""
+    """Raised by :meth:`EntryCodec.decode <tiered_bccache.entry.EntryCodec.decode>` when an
+    entry is corrupt, truncated, foreign, stale, or fails its MAC, and by a tier's ``get``
+    (reason ``"format"``) when what is stored under a key is not an entry at all. The cache
+    turns it into a counted miss."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)

@@ -64,9 +64,8 @@ def _core() -> Any:
 class TieredCacheCollector:
     """A Prometheus collector exposing ``cache.stats()``, per tier and in total.
 
-    Arguments:
-        cache: the cache to report on.
-        namespace: the prefix of every metric name.
+    :param cache: the cache to report on.
+    :param namespace: the prefix of every metric name.
 
     Raises :class:`ImportError`, naming the ``prometheus`` extra, when prometheus_client
     is not installed.
