@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
 from ..tiers.memcached import MemcachedTier, parse_server
@@ -20,7 +21,10 @@ from .common import (
     write_json,
 )
 from .errors import CommandError, describe_error, usage_error
-from .progress import progress_bar
+from .progress import ProgressBar, progress_bar
+
+if TYPE_CHECKING:
+    from ..benchkit.tools import ToolsReport
 
 __all__ = ["run"]
 
@@ -60,9 +64,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.done()
     print(report.format_table())
+    data = report.as_dict()
+    tools = _run_tools(bar) if args.tools else None
+    if tools is not None:
+        data["tools"] = tools.as_dict()
     if args.json is not None:
         with open(args.json, "w", encoding="utf-8") as file:
-            write_json(report.as_dict(), file)
+            write_json(data, file)
         print(f"wrote {args.json}", file=sys.stderr)
     if args.plot is not None:
         try:
@@ -70,7 +78,33 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise plot_needs_matplotlib() from exc
         print(f"wrote {args.plot}", file=sys.stderr)
+    if tools is not None and tools.failed():
+        raise CommandError(
+            "tools benchmark: a tool failed, or its outputs differed from its baseline"
+        )
     return 0
+
+
+def _run_tools(bar: ProgressBar) -> ToolsReport | None:
+    """The tools benchmark, quick, over the tools installed next to this interpreter;
+    None (and a line saying why) when none is."""
+    from ..benchkit.tools import QUICK, TOOLS, ToolsConfig, missing_tools, run_tools_bench
+
+    print()
+    missing = missing_tools()
+    if len(missing) == len(TOOLS):
+        print(
+            f"tools benchmark: left out, none of its tools is installed ({', '.join(missing)}): "
+            "pip install 'tiered-bccache[bench-tools]'"
+        )
+        return None
+    config = ToolsConfig(sizes=QUICK, rounds=3, startup_rounds=7)
+    try:
+        report = run_tools_bench(config, progress=bar)
+    finally:
+        bar.done()
+    print(report.format_table())
+    return report
 
 
 def _probe_memcached(address: str) -> None:

@@ -250,6 +250,13 @@ def _add_bench(commands: _Commands, common: _Parser) -> None:
         metavar="N",
         help="iterations of the template-string loop (default 10; 0 leaves it out)",
     )
+    parser.add_argument(
+        "--tools",
+        action="store_true",
+        help="then the tools benchmark, quick: dbt, ansible-playbook, sphinx-build and mkdocs "
+        "on generated projects, as they are and under 'tiered-bccache run' (those installed "
+        "next to this interpreter: pip install 'tiered-bccache[bench-tools]', not editable)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help=f"also draw a chart ({PLOT_HINT})")
     _add_progress_option(parser)
