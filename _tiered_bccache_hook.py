@@ -11,10 +11,15 @@ importing ``tiered_bccache`` (and so Jinja) is left to the moment Jinja is impor
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from importlib.machinery import ModuleSpec
-from types import ModuleType
-from typing import Any
+
+# Not typing.TYPE_CHECKING: importing typing alone costs a process that never uses Jinja
+# milliseconds (type checkers read any constant of this name as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
+    from typing import Any
 
 __all__ = ["install"]
 
