@@ -15,7 +15,7 @@ from jinja2 import Environment, Template, nodes
 from jinja2.bccache import Bucket, BytecodeCache
 
 from .breaker import CircuitBreaker
-from .compiling import Dependencies, compile_isolated, dependencies_hold, variant
+from .compiling import Dependencies, compile_isolated, dependencies_hold, own_class, variant
 from .entry import EntryCodec, source_digest
 from .errors import ConfigurationError, EntryError, TierError
 from .fingerprint import Fingerprinter, Unkeyable
@@ -104,7 +104,7 @@ class _EnvState:
     def __init__(self, env: Environment, env_ref: weakref.ref[Environment]) -> None:
         self.env_ref = env_ref
         #: The environment's own class (not the one ``cache_from_string`` gives it).
-        self.base: type[Environment] = _env_class(env)
+        self.base: type[Environment] = own_class(env)
         self.fingerprint = ""
         #: Some setting is not plain data: the fingerprint is a token of this
         #: environment only, so its entries stay in this process's memory tiers.
@@ -145,14 +145,6 @@ class _EnvState:
             return "e" if autoescape(name) else "r"
         except Exception:
             return None
-
-
-def _env_class(env: Environment) -> type[Environment]:
-    """The environment's class, seen through the subclass ``cache_from_string`` gives
-    it (which overrides ``compile`` for strings only and changes no generated code)."""
-    cls = type(env)
-    base: type[Environment] | None = getattr(cls, "_tiered_bccache_base", None)
-    return base if base is not None else cls
 
 
 class _Slot:
@@ -404,7 +396,7 @@ class TieredBytecodeCache(BytecodeCache):
         finalize and async mode replaced; filters and tests need no refresh), or after
         patching the code of its classes in place."""
         self._fingerprinter.forget(
-            _env_class(environment),
+            own_class(environment),
             environment.code_generator_class,
             *(type(ext) for ext in environment.extensions.values()),
         )
@@ -567,12 +559,12 @@ class TieredBytecodeCache(BytecodeCache):
         if flag is None:
             self.string_misses += 1
             self.uncached += 1
-            return _env_class(environment).compile(environment, source)
+            return own_class(environment).compile(environment, source)
         context = "" if self._key_context is None else self._context(environment)
         if context is None:
             self.string_misses += 1
             self.uncached += 1
-            return _env_class(environment).compile(environment, source)
+            return own_class(environment).compile(environment, source)
         digest = source_digest(text)
         key = f"{state.fingerprint}{flag}{context}-{kind}{digest}"
         code = self._memory_hit(environment, key, text)
@@ -598,7 +590,7 @@ class TieredBytecodeCache(BytecodeCache):
             state = fresh
             if state.uncached:
                 self.uncached += 1
-                return _env_class(environment).compile(environment, source)
+                return own_class(environment).compile(environment, source)
             key = f"{state.fingerprint}{flag}{context}-{kind}{digest}"
         code, dependencies = self._isolated(environment, state, source, None, None, flag)
         if dependencies is None:
@@ -650,7 +642,7 @@ class TieredBytecodeCache(BytecodeCache):
         key = None if state.uncached else self._tier_key(state, environment, name, filename)
         if key is None:
             self.uncached += 1
-            return _env_class(environment).compile(environment, source, name, filename)
+            return own_class(environment).compile(environment, source, name, filename)
         bucket = _Bucket(environment, key, source, state.slots)
         self._compile(bucket, state, name, filename, source)
         assert bucket.code is not None

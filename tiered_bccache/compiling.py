@@ -39,9 +39,11 @@ from jinja2.utils import _PassArg, pass_context, pass_environment, pass_eval_con
 
 __all__ = [
     "ABSENT",
+    "BASE_ATTRIBUTE",
     "Dependencies",
     "compile_isolated",
     "dependencies_hold",
+    "own_class",
     "signature",
     "variant",
 ]
@@ -88,6 +90,19 @@ def _own_functions() -> dict[int, tuple[object, str]]:
 
 
 _OWN = _own_functions()
+
+
+#: Set by ``cache_from_string`` on the subclass it gives an environment: the class it
+#: stands in for (which alone decides the code).
+BASE_ATTRIBUTE = "_tiered_bccache_base"
+
+
+def own_class(env: Environment) -> type[Environment]:
+    """The environment's class, seen through the subclass ``cache_from_string`` gives
+    it (which overrides ``compile`` for strings only and changes no generated code)."""
+    cls = type(env)
+    base: type[Environment] | None = getattr(cls, BASE_ATTRIBUTE, None)
+    return base if base is not None else cls
 
 
 def signature(func: object) -> str:

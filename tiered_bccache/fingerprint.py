@@ -34,7 +34,7 @@ import jinja2
 from jinja2 import Environment
 from jinja2.bccache import bc_version
 
-from .compiling import convention, plain
+from .compiling import convention, own_class, plain
 
 __all__ = ["Fingerprinter", "Unkeyable", "environment_fingerprint"]
 
@@ -346,5 +346,4 @@ def _not_extended() -> frozenset[str]:
 
 def environment_fingerprint(env: Environment) -> str:
     """The digest :meth:`Fingerprinter.fingerprint` gives, computed afresh."""
-    base = getattr(type(env), "_tiered_bccache_base", None) or type(env)
-    return Fingerprinter().fingerprint(env, base)
+    return Fingerprinter().fingerprint(env, own_class(env))

@@ -19,12 +19,10 @@ from typing import Any
 
 from jinja2 import Environment, nodes
 
+from .compiling import BASE_ATTRIBUTE
 from .errors import ConfigurationError
 
 __all__ = ["cache_from_string", "uncache_from_string"]
-
-#: Set on the subclasses made here: the class they stand in for.
-_BASE = "_tiered_bccache_base"
 
 
 def cache_from_string(environment: Environment) -> Callable[[], None]:
@@ -54,7 +52,7 @@ def cache_from_string(environment: Environment) -> Callable[[], None]:
             f"got {type(environment.bytecode_cache).__name__}"
         )
     cls = type(environment)
-    if getattr(cls, _BASE, None) is None:
+    if getattr(cls, BASE_ATTRIBUTE, None) is None:
         environment.__class__ = _caching_class(cls)  # type: ignore[arg-type]
     return functools.partial(uncache_from_string, environment)
 
@@ -62,7 +60,7 @@ def cache_from_string(environment: Environment) -> Callable[[], None]:
 def uncache_from_string(environment: Environment) -> None:
     """Give ``environment`` back its own ``from_string`` (a no-op if it was not
     changed by :func:`cache_from_string`)."""
-    base = getattr(type(environment), _BASE, None)
+    base = getattr(type(environment), BASE_ATTRIBUTE, None)
     if base is not None:
         environment.__class__ = base
 
@@ -111,7 +109,12 @@ def _caching_class(cls: type) -> type:
         return reduced
 
     compile.__doc__ = Environment.compile.__doc__
-    members = {"compile": compile, "__reduce_ex__": __reduce_ex__, _BASE: cls, "__slots__": ()}
+    members = {
+        "compile": compile,
+        "__reduce_ex__": __reduce_ex__,
+        BASE_ATTRIBUTE: cls,
+        "__slots__": (),
+    }
     return type(cls.__name__, (cls,), members)
 
 
