@@ -97,6 +97,25 @@ def test_import_alone_loads_no_tier_module() -> None:
     assert "cachetools" not in with_import
 
 
+def test_import_alone_loads_neither_jinja_nor_the_cache() -> None:
+    """``import tiered_bccache`` costs its errors module: every public name comes when
+    first asked for (``tiered-bccache run`` imports the package, never Jinja)."""
+    with_import = run_import_only()
+    assert not loaded(with_import, "jinja2")
+    assert "tiered_bccache.cache" not in with_import
+    assert "typing" not in with_import
+
+
+def test_every_public_name_is_importable() -> None:
+    """What ``__all__`` lists, ``from tiered_bccache import *`` gives: the lazy names
+    included."""
+    import tiered_bccache
+
+    namespace: dict[str, object] = {}
+    exec("from tiered_bccache import *", namespace)
+    assert set(tiered_bccache.__all__) <= set(namespace)
+
+
 def run_import_only() -> list[str]:
     return python("import sys, tiered_bccache; print(' '.join(sys.modules))").split()
 

@@ -101,6 +101,30 @@ def test_a_command_that_uses_no_jinja_says_so(tmp_path: Path) -> None:
     assert out.stderr.strip().endswith("no Jinja template went through the cache")
 
 
+def test_the_wrapper_imports_neither_jinja_nor_the_cache(tmp_path: Path) -> None:
+    """The wrapper's start-up is all it adds to a command: it leaves Jinja and the cache
+    to the command's own processes."""
+    script = (
+        "import sys\n"
+        "from tiered_bccache.cli import main\n"
+        "status = main(['run', '--quiet', '--', sys.executable, '-c', 'pass'])\n"
+        "names = ('jinja2', 'tiered_bccache.cache', 'tiered_bccache.auto', 'typing')\n"
+        "print(status, *sorted(m for m in sys.modules if m.partition('.')[0] == 'jinja2' "
+        "or m in names))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERED_BCCACHE")}
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.split() == ["0"], out.stdout + out.stderr
+
+
 def test_summarize_skips_reports_cut_short(tmp_path: Path) -> None:
     """A process killed while writing its report leaves a partial file: it is skipped."""
     (tmp_path / "1.json").write_text('{"hits": 2, "compiles": 1, "compile_seconds": 0.5}')

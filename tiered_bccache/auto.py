@@ -36,30 +36,18 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment
 
+from .autoconfig import AUTO_VAR, STATS_VAR, TIERS_ENV_VAR, default_specs
+
 if TYPE_CHECKING:
     from .cache import TieredBytecodeCache
 
 __all__ = ["AUTO_VAR", "STATS_VAR", "activate", "default_specs", "shared_cache"]
 
-AUTO_VAR = "TIERED_BCCACHE_AUTO"
-STATS_VAR = "TIERED_BCCACHE_RUN_STATS"
-#: Enough for a dbt project's models, tests and macros, bounded in bytes all the same.
-MEMORY_SPEC = "memory:8192,bytes=256MB"
 
 _lock = threading.Lock()
 _cache: TieredBytecodeCache | None = None
 _failed = False
 _dumped_pid = 0
-
-
-def default_specs(directory: str | None = None) -> list[str]:
-    """The tiers of an automatic cache: memory over a filesystem tier in ``directory``
-    (default: the per-user cache directory, ``~/.cache/tiered-bccache`` on Linux)."""
-    if directory is None:
-        import platformdirs
-
-        directory = platformdirs.user_cache_dir("tiered-bccache")
-    return [MEMORY_SPEC, f"fs:{directory}"]
 
 
 def activate() -> None:
@@ -105,7 +93,6 @@ def shared_cache() -> TieredBytecodeCache | None:
 
 def _build() -> TieredBytecodeCache:
     from .cache import TieredBytecodeCache
-    from .spec import TIERS_ENV_VAR
     from .tools import key_context
 
     specs: list[str] | None = None if os.environ.get(TIERS_ENV_VAR) else default_specs()

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment
 
+from .autoconfig import TIERS_ENV_VAR
 from .cache import TieredBytecodeCache
 from .errors import ConfigurationError
 from .tiers.base import Tier
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
     from .tiers.redis import RedisTier
 
 __all__ = [
-    "SPEC_HELP",
     "TIERS_ENV_VAR",
     "SpecError",
     "from_specs",
@@ -76,21 +76,6 @@ __all__ = [
     "parse_tier",
     "split_specs",
 ]
-
-#: The environment variable :func:`from_specs` reads the tier specs from.
-TIERS_ENV_VAR = "TIERED_BCCACHE_TIERS"
-
-#: The spec syntax in a few lines, for ``--help``.
-SPEC_HELP = """\
-tier specs (repeat --tier, fastest first):
-  memory | memory:512 | memory:bytes=64MB | memory:512,bytes=64MB
-  fs | fs:/path | fs:/path,max_bytes=1GB
-  memcached:host:port | memcached:host1:port,host2:port | ...;prefix=NAME;timeout=SECONDS
-  redis://host:port/db | rediss://host:port/db | redis+unix:///path.sock?db=N |
-  redis+cluster://host1:port,host2:port | ...;prefix=NAME;timeout=SECONDS
-  sizes: bytes, or k/M/G (KB/MB/GB, KiB/MiB/GiB), powers of 1024
-or name an application's object as module:attribute: a TieredBytecodeCache, or a
-jinja2.Environment whose bytecode_cache is one (the current directory is importable)."""
 
 
 class SpecError(ConfigurationError):

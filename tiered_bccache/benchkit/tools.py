@@ -1084,8 +1084,7 @@ def run_project(
         if wrapper:
             argv = [*_wrapper(), "run", "--dir", cache_dir, "--", *argv]
         else:
-            from ..auto import AUTO_VAR, default_specs
-            from ..spec import TIERS_ENV_VAR
+            from ..autoconfig import AUTO_VAR, TIERS_ENV_VAR, default_specs
 
             extra = {AUTO_VAR: "1", TIERS_ENV_VAR: " ".join(default_specs(cache_dir))}
     extra.update(env or {})

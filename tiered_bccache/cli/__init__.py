@@ -11,6 +11,7 @@ instead.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -39,8 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.WARNING)
-    run: Callable[[argparse.Namespace], int] = args.run
     try:
+        module, _, function = str(args.run).partition(":")
+        run: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(f".{module}", __name__), function
+        )
         status = run(args)
         if isinstance(handler, HeldWarnings) and status == 0:
             handler.flush_to(sys.stderr)

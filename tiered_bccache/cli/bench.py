@@ -12,14 +12,8 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigurationError
 from ..tiers.memcached import MemcachedTier, parse_server
 from ..tiers.redis import RedisTier
-from .common import (
-    MEMCACHED_TIMEOUT,
-    REDIS_TIMEOUT,
-    check_plot,
-    plot_needs_matplotlib,
-    read_secret,
-    write_json,
-)
+from .common import check_plot, plot_needs_matplotlib, read_secret, write_json
+from .defaults import MEMCACHED_TIMEOUT, REDIS_TIMEOUT
 from .errors import CommandError, describe_error, usage_error
 from .progress import ProgressBar, progress_bar
 

@@ -15,12 +15,10 @@ from ..secret import ENV_VAR, MIN_SECRET_BYTES
 from ..spec import SpecError, load_cache
 from ..tiers.memcached import MemcachedTier
 from ..tiers.redis import RedisTier
+from .defaults import MEMCACHED_TIMEOUT, PLOT_HINT, REDIS_TIMEOUT
 from .errors import CommandError, describe_error, usage_error
 
 __all__ = [
-    "MEMCACHED_TIMEOUT",
-    "PLOT_HINT",
-    "REDIS_TIMEOUT",
     "check_plot",
     "load_cache_from_args",
     "plot_needs_matplotlib",
@@ -28,14 +26,6 @@ __all__ = [
     "require_reachable",
     "write_json",
 ]
-
-PLOT_HINT = "pip install 'tiered-bccache[plot]'"
-#: The library's memcached timeouts are tens of milliseconds, sized for a page render
-#: that must not wait; a batch command on a busy machine would rather wait a second than
-#: count a server as down and skip it.
-MEMCACHED_TIMEOUT = 1.0
-#: The same for Redis tiers.
-REDIS_TIMEOUT = 1.0
 
 
 def read_secret(args: argparse.Namespace) -> bytes | None:

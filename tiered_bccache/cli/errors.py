@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
 
 from ..errors import ConfigurationError
+
+# Not typing.TYPE_CHECKING: ``tiered-bccache run`` does not import typing.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO
 
 __all__ = [
     "PROG",
@@ -69,7 +73,7 @@ class HeldWarnings(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
 
-    def flush_to(self, stream: TextIO) -> None:
+    def flush_to(self, stream: IO[str]) -> None:
         """Print the held lines on ``stream`` and forget them."""
         for line in self.lines:
             print(line, file=stream)

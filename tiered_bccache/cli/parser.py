@@ -1,8 +1,10 @@
 """The ``tiered-bccache`` argument parser and its help texts.
 
-Each command is registered with the ``run`` function of its own module (``bench``,
-``tune``, ``warm``, ``inspect``); :func:`~tiered_bccache.cli.main` calls what the parsed
-arguments name."""
+Each command is registered with the name of the function that carries it out, in a module
+of its own (``bench``, ``run``, ``tune``, ``warm``, ``inspect``): building the parser
+imports none of them, and :func:`~tiered_bccache.cli.main` imports the one the parsed
+arguments name. So ``tiered-bccache run`` starts its command without importing Jinja or
+the cache, and ``--help`` answers at once."""
 
 from __future__ import annotations
 
@@ -10,14 +12,16 @@ import argparse
 import math
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
 
 from .. import __version__
 from ..secret import ENV_VAR, MIN_SECRET_BYTES
-from ..spec import SPEC_HELP
-from . import bench, inspect, run, tune, warm
-from .common import MEMCACHED_TIMEOUT, PLOT_HINT
+from .defaults import MEMCACHED_TIMEOUT, PLOT_HINT, SPEC_HELP
 from .errors import PROG
+
+# Not typing.TYPE_CHECKING: ``tiered-bccache run`` does not import typing.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 __all__ = ["build_parser"]
 
@@ -160,13 +164,14 @@ def _command(
     commands: _Commands,
     common: _Parser,
     name: str,
-    run: Callable[[argparse.Namespace], int],
+    run: str,
     text: str,
     epilog: str = _EXIT_STATUS,
 ) -> _Parser:
-    """Register the command ``name``, carried out by ``run`` (the entry point of its
-    module). ``text`` is its line in the top-level help, a blank line, and its
-    description as ``COMMAND --help`` prints it; every command takes ``common``'s options."""
+    """Register the command ``name``, carried out by ``run`` (``module:function`` in
+    this package, imported when the command runs). ``text`` is its line in the
+    top-level help, a blank line, and its description as ``COMMAND --help`` prints it;
+    every command takes ``common``'s options."""
     summary, _, description = text.partition("\n\n")
     parser = commands.add_parser(
         name,
@@ -225,7 +230,7 @@ template. Tables go to stdout, the progress bar to stderr."""
 
 
 def _add_bench(commands: _Commands, common: _Parser) -> None:
-    parser = _command(commands, common, "bench", bench.run, _BENCH)
+    parser = _command(commands, common, "bench", "bench:run", _BENCH)
     parser.add_argument(
         "--templates", metavar="DIR", help="a template directory (default: a generated corpus)"
     )
@@ -315,7 +320,7 @@ def _add_run(commands: _Commands, common: _Parser) -> None:
         commands,
         common,
         "run",
-        run.run,
+        "run:run",
         _RUN,
         f"{SPEC_HELP}\n\nexit status: the command's; 2 for a usage error.",
     )
@@ -331,7 +336,7 @@ def _add_run(commands: _Commands, common: _Parser) -> None:
 
 
 def _add_tune(commands: _Commands, common: _Parser) -> None:
-    parser = _command(commands, common, "tune", tune.run, _TUNE, _TUNE_EPILOG)
+    parser = _command(commands, common, "tune", "tune:run", _TUNE, _TUNE_EPILOG)
     parser.add_argument("trace", nargs="?", metavar="TRACE", help="a trace file")
     _number(
         parser, "--target", _share, 0.95, "SHARE", "share of the best possible hit ratio to reach"
@@ -359,7 +364,7 @@ warming it has no lasting effect."""
 
 
 def _add_warm(commands: _Commands, common: _Parser) -> None:
-    parser = _command(commands, common, "warm", warm.run, _WARM, _CACHE_EPILOG)
+    parser = _command(commands, common, "warm", "warm:run", _WARM, _CACHE_EPILOG)
     parser.add_argument("source", metavar="SOURCE", help="a template directory or module:attribute")
     _add_cache_options(parser, positional=False)
     parser.add_argument(
@@ -400,7 +405,7 @@ then the counters of cache.stats() in this process."""
 
 
 def _add_stats(commands: _Commands, common: _Parser) -> None:
-    parser = _command(commands, common, "stats", inspect.run_stats, _STATS, _CACHE_EPILOG)
+    parser = _command(commands, common, "stats", "inspect:run_stats", _STATS, _CACHE_EPILOG)
     _add_cache_options(parser, positional=True)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -414,5 +419,5 @@ may share the server; the old entries age out)."""
 
 
 def _add_clear(commands: _Commands, common: _Parser) -> None:
-    parser = _command(commands, common, "clear", inspect.run_clear, _CLEAR, _CACHE_EPILOG)
+    parser = _command(commands, common, "clear", "inspect:run_clear", _CLEAR, _CACHE_EPILOG)
     _add_cache_options(parser, positional=True)

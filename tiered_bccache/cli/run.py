@@ -1,6 +1,9 @@
 """``tiered-bccache run -- CMD ARGS...``: a command run with every Jinja Environment of
 every Python process it starts given the cache (see :mod:`tiered_bccache.auto`), and one
-line at the end saying what the cache did."""
+line at the end saying what the cache did.
+
+It imports neither Jinja nor the cache: the command's processes do, each for itself, and
+this process only waits for them (its start-up is the wrapper's whole cost)."""
 
 from __future__ import annotations
 
@@ -14,10 +17,8 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from typing import Any
 
-from ..auto import AUTO_VAR, STATS_VAR, default_specs
-from ..spec import TIERS_ENV_VAR
+from ..autoconfig import AUTO_VAR, STATS_VAR, TIERS_ENV_VAR, default_specs
 from .errors import PROG, usage_error
 
 __all__ = ["run", "summarize"]
@@ -74,7 +75,7 @@ def summarize(directory: str) -> tuple[dict[str, float], int]:
     for name in os.listdir(directory):
         try:
             with open(os.path.join(directory, name), encoding="utf-8") as f:
-                record: dict[str, Any] = json.load(f)
+                record: dict[str, object] = json.load(f)
         except (OSError, ValueError):  # a process killed while writing
             continue
         processes += 1

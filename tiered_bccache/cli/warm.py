@@ -15,13 +15,8 @@ from jinja2 import Environment, FileSystemLoader
 from ..cache import TieredBytecodeCache
 from ..spec import load_cache, load_object
 from ..tiers.memory import MemoryTier
-from .common import (
-    MEMCACHED_TIMEOUT,
-    REDIS_TIMEOUT,
-    load_cache_from_args,
-    read_secret,
-    require_reachable,
-)
+from .common import load_cache_from_args, read_secret, require_reachable
+from .defaults import MEMCACHED_TIMEOUT, REDIS_TIMEOUT
 from .errors import CommandError, describe_error, print_error, usage_error
 from .progress import ProgressBar, progress_bar
 
