@@ -208,7 +208,7 @@ def test_warm_exits_1_when_a_tier_fails_to_store_an_entry(
     result = run_cli("warm", str(directory), "--tier", f"fs:{fs.directory}", "--jobs", "1")
     assert result.returncode == 1
     assert f"compiled {len(names)} of {len(names)} templates" in result.stdout
-    assert f"error: {fs.name} failed to store 1 templates" in result.stderr
+    assert f"error: {fs.name} failed to store 1 template\n" in result.stderr
     stored = [p for p in Path(fs.directory).glob("*.tbc") if p.is_file()]
     assert len(stored) == len(names) - 1
 

@@ -66,7 +66,8 @@ def test_ratios_are_taken_per_round_then_summarised() -> None:
         new_env={},
         notes=[],
     )
-    assert report.ratio("ours-fs", "jinja-fs") == Spread(1.0, 0.5, 2.0, 3)
+    ratio = report.ratio("ours-fs", "jinja-fs")
+    assert ratio is not None and ratio.spread == Spread(1.0, 0.5, 2.0, 3)
     assert report.ratio("ours-fs", "floor") is None
 
 

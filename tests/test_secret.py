@@ -121,6 +121,17 @@ def test_remote_tier_without_a_secret_is_insecure_and_says_how_to_fix_it() -> No
     assert "secret=" in message and ENV_VAR in message and "allow_unsigned=True" in message
 
 
+def test_an_empty_variable_is_called_empty_not_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$TIERED_BCCACHE_SECRET set to nothing (VAR=$UNDEFINED in a deployment): the message
+    says it is set but empty instead of telling the reader to set it."""
+    monkeypatch.setenv(ENV_VAR, "")
+    with pytest.raises(InsecureConfigurationError) as info:
+        resolve(unsigned_tiers=("memcached:127.0.0.1:11211",))
+    message = str(info.value)
+    assert f"${ENV_VAR} a value (it is set but empty)" in message
+    assert f"or set ${ENV_VAR}" not in message
+
+
 def test_remote_tier_may_be_unsigned_when_explicitly_allowed() -> None:
     """allow_unsigned=True accepts a remote tier without a secret: no key at all."""
     assert resolve(unsigned_tiers=("memcached",), allow_unsigned=True) is None

@@ -53,11 +53,14 @@ def resolve_secret(
     if unsigned_tiers:
         if allow_unsigned:
             return None
+        # An empty variable is a deployment's typo (VAR=$UNDEFINED): "set it" would send
+        # the reader to look for a variable that is there.
+        how = f"give ${env_var} a value (it is set but empty)" if env == "" else f"set ${env_var}"
         raise InsecureConfigurationError(
             f"{', '.join(unsigned_tiers)} would hold code that every process executes, and "
             f"anyone who can write to it could run code in this application. Pass "
-            f"secret=... (at least {MIN_SECRET_BYTES} bytes, the same on every host) or set "
-            f"${env_var}; allow_unsigned=True turns the check off (unsafe)."
+            f"secret=... (at least {MIN_SECRET_BYTES} bytes, the same on every host) or "
+            f"{how}; allow_unsigned=True turns the check off (unsafe)."
         )
     if key_file_dirs:
         return load_or_create_key(os.path.join(key_file_dirs[0], KEY_FILE))

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TIERS_ENV_VAR",
     "SpecError",
+    "filesystem_options",
     "from_specs",
     "load_cache",
     "load_object",
@@ -166,6 +167,15 @@ def _memory(rest: str) -> MemoryTier:
 
 
 def _filesystem(rest: str) -> FileSystemTier:
+    directory, max_bytes = filesystem_options(rest)
+    return FileSystemTier(directory, max_bytes=max_bytes)
+
+
+def filesystem_options(rest: str) -> tuple[str | None, int | None]:
+    """What an ``fs:`` spec says after its colon, read without building the tier (which
+    creates its directory): the directory (None for the default) and ``max_bytes``.
+
+    Raises :class:`SpecError` for an option the tier does not know or a bad size."""
     parts = rest.split(",")
     max_bytes: int | None = None
     # Options come last, each ,NAME=VALUE with NAME a word; anything before them,
@@ -180,7 +190,7 @@ def _filesystem(rest: str) -> FileSystemTier:
         max_bytes = parse_size(option[2], what="max_bytes")
         parts.pop()
     path = ",".join(parts)
-    return FileSystemTier(os.path.expanduser(path) if path else None, max_bytes=max_bytes)
+    return (os.path.expanduser(path) if path else None), max_bytes
 
 
 def _seconds(text: str, *, what: str) -> float:

@@ -46,7 +46,7 @@ import secrets
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from hashlib import sha1, sha256
@@ -56,7 +56,7 @@ from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, Memca
 from jinja2.bccache import BytecodeCache
 
 from ..cache import TieredBytecodeCache
-from ..humanize import human_us
+from ..errors import ConfigurationError
 from ..tiers.filesystem import FileSystemTier
 from ..tiers.memcached import MemcachedTier
 from ..tiers.memory import MemoryTier
@@ -74,7 +74,15 @@ from .corpus import corpus_names, generate_corpus, render_context
 from .process import ProcessReport, run_process_bench
 from .servers import private_memcached, private_redis
 from .strings import StringReport, run_string_bench
-from .timing import Spread, Target, describe_machine, ratios, rotated, target_table
+from .timing import (
+    RoundRatios,
+    Target,
+    counted,
+    describe_machine,
+    rotated,
+    round_ratios,
+    target_table,
+)
 
 __all__ = ["TARGETS", "BenchConfig", "BenchReport", "run_bench"]
 
@@ -98,7 +106,6 @@ class BenchConfig:
     no_redis: bool = False
     directory: str | None = None
     secret: bytes | None = None
-    threads: int = 4
     quick: bool = False
     #: Also run the whole-process benchmark (see :mod:`~tiered_bccache.benchkit.process`).
     processes: bool = True
@@ -143,12 +150,12 @@ class BenchReport:
         rounds = self.samples[contender]
         return [float(statistics.median(r[i] for r in rounds)) for i in range(len(self.templates))]
 
-    def ratio(self, numerator: str, denominator: str) -> Spread | None:
+    def ratio(self, numerator: str, denominator: str) -> RoundRatios | None:
         """total(numerator) / total(denominator) per round, over rounds (None when either
         contender did not run)."""
         if numerator not in self.samples or denominator not in self.samples:
             return None
-        return ratios(self.totals(numerator), self.totals(denominator))
+        return round_ratios(self.totals(numerator), self.totals(denominator))
 
     def as_dict(self) -> dict[str, Any]:
         """Everything, as plain data for ``--json``."""
@@ -171,12 +178,10 @@ class BenchReport:
             "ratios": {
                 f"{t.numerator}/{t.denominator}": {
                     "label": t.label,
-                    "median": r.median,
-                    "min": r.low,
-                    "max": r.high,
+                    **r.as_dict(),
                     "target": t.limit,
                     "at_most": t.at_most,
-                    "met": t.met(r.median),
+                    "met": None if r.spread is None else t.met(r.spread.median),
                 }
                 for t in TARGETS
                 if (r := self.ratio(t.numerator, t.denominator)) is not None
@@ -188,30 +193,41 @@ class BenchReport:
         }
 
     def format_table(self) -> str:
-        """The human-readable report: per contender times, then the ratios and targets."""
+        """The human-readable report: the hit-path table, then the whole-process and the
+        template-string tables of the runs that were made."""
+        tables = [self.hitpath_table()]
+        if self.processes is not None:
+            tables.append(self.processes.format_table())
+        if self.strings is not None:
+            tables.append(self.strings.format_table())
+        return "\n\n".join(tables)
+
+    def hitpath_table(self) -> str:
+        """Per contender times, then the ratios and targets, where a filesystem hit's
+        time goes, and the notes."""
         n = len(self.templates)
+        rounds = len(next(iter(self.samples.values())))
+        totals = {c: self.totals(c) for c in self.samples}
+        medians = {c: float(statistics.median(t)) for c, t in totals.items()}
+        load = _time_column(list(medians.values()))
+        each = _time_column([m / n for m in medians.values()])
+        spread = _time_column([x for t in totals.values() for x in (min(t), max(t))])
         lines = [
-            f"{n} templates, {len(next(iter(self.samples.values())))} rounds; "
+            f"{counted(n, 'template')}, {counted(rounds, 'round')}; "
             "times are medians over rounds of loading the whole corpus once",
             "",
-            f"{'contender':<12} {'corpus load':>12} {'per template':>13} {'spread':>17}",
+            f"{'contender':<12} {'corpus load':>12} {'per template':>13} {'spread':>21}",
         ]
-        for c in self.samples:
-            totals = self.totals(c)
-            med = statistics.median(totals)
+        for c, t in totals.items():
             lines.append(
-                f"{c:<12} {human_us(med):>12} {human_us(med / n):>13} "
-                f"{human_us(min(totals)):>8}..{human_us(max(totals)):<8}"
+                f"{c:<12} {load(medians[c]):>12} {each(medians[c] / n):>13} "
+                f"{spread(min(t)) + '..' + spread(max(t)):>21}"
             )
         lines += ["", *target_table(TARGETS, self.ratio)]
         if self.breakdown:
             lines += ["", "where a filesystem hit's time goes (median per template):"]
             lines += [f"  {k:<44} {v:>8.1f} us" for k, v in self.breakdown.items()]
         lines += [f"note: {note}" for note in self.notes]
-        if self.processes is not None:
-            lines += ["", self.processes.format_table()]
-        if self.strings is not None:
-            lines += ["", self.strings.format_table()]
         return "\n".join(lines)
 
     def plot(self, path: str) -> None:
@@ -233,6 +249,15 @@ class BenchReport:
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)
+
+
+def _time_column(values_ns: Sequence[float]) -> Callable[[float], str]:
+    """How to print the times of one column, given in nanoseconds: in one unit for the
+    whole column, so that rows compare at a glance (milliseconds when every value of the
+    column is at least one, else microseconds)."""
+    if values_ns and min(values_ns) >= 1_000_000:
+        return lambda ns: f"{ns / 1_000_000:.1f} ms"
+    return lambda ns: f"{ns / 1000:.1f} us" if ns < 1_000_000 else f"{ns / 1000:.0f} us"
 
 
 def _subdirectory(work: str, name: str) -> str:
@@ -311,8 +336,14 @@ def run_bench(
     *,
     progress: Progress | None = None,
     log: Callable[[str], None] = print,
+    show: Callable[[str], None] | None = None,
 ) -> BenchReport:
-    """Run the benchmark described by ``config`` and return its report."""
+    """Run the benchmark described by ``config`` and return its report; ``show`` is
+    given each table as soon as it is measured (the hit paths, then the whole processes,
+    then the template strings), so that a run interrupted or failing in a later part
+    keeps what the earlier parts measured.
+
+    Raises :class:`~tiered_bccache.ConfigurationError` for templates it cannot use."""
     with ExitStack() as stack:
         work = config.directory or stack.enter_context(
             tempfile.TemporaryDirectory(prefix="tbc-bench-")
@@ -321,7 +352,7 @@ def run_bench(
             loader_dir = config.templates
             names = corpus_names(loader_dir)
             if not names:
-                raise ValueError(f"templates: no template files found in {loader_dir}")
+                raise ConfigurationError(f"templates: no template files found in {loader_dir}")
         else:
             loader_dir = os.path.join(work, "templates")
             names = generate_corpus(loader_dir, count=config.count)
@@ -377,6 +408,8 @@ def run_bench(
         report = BenchReport(config, names, samples, notes=notes)
         report.environment = describe_machine()
         report.breakdown = _breakdown(loader_dir, names, work, secret)
+        if show is not None:
+            show(report.hitpath_table())
         if config.processes:
             report.processes = run_process_bench(
                 loader_dir,
@@ -387,6 +420,8 @@ def run_bench(
                 rounds=rounds,
                 progress=progress,
             )
+            if show is not None:
+                show(report.processes.format_table())
         if config.string_iterations:
             report.strings = run_string_bench(
                 loader_dir,
@@ -398,6 +433,8 @@ def run_bench(
                 # The admission run replays a fixed workload over the generated corpus.
                 admission=config.templates is None,
             )
+            if show is not None:
+                show(report.strings.format_table())
         return report
 
 
@@ -436,7 +473,7 @@ def _loadable(env: Environment, names: list[str], notes: list[str]) -> list[str]
         else:
             good.append(name)
     if not good:
-        raise ValueError("templates: none of the templates compiles")
+        raise ConfigurationError("templates: none of the templates compiles")
     return good
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import compileall
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,7 +42,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from .timing import Spread, Target, ratios, rotated, target_table
+from .timing import RoundRatios, Target, counted, ratios, rotated, round_ratios, target_table
 
 __all__ = ["ProcessReport", "run_process_bench"]
 
@@ -234,26 +235,27 @@ class ProcessReport(NamedTuple):
     new_env: dict[str, Any]
     notes: list[str]
 
-    def ratio(self, a: str, b: str, cpu: bool = False) -> Spread | None:
+    def ratio(self, a: str, b: str, cpu: bool = False) -> RoundRatios | None:
         """The time of ``a`` over that of ``b`` per round, over rounds (None when either
         contender did not run)."""
         times = self.cpu if cpu else self.wall
         if a not in times or b not in times:
             return None
-        return ratios(times[a], times[b])
+        return round_ratios(times[a], times[b])
 
     def format_table(self) -> str:
         """The human-readable report."""
         rounds = len(next(iter(self.wall.values())))
         lines = [
-            f"whole processes: {self.templates} templates loaded by a new process, "
-            f"{rounds} rounds (median wall time; python = Jinja imported, nothing loaded)",
+            f"whole processes: {counted(self.templates, 'template')} loaded by a new process, "
+            f"{counted(rounds, 'round')} (median wall time; python = Jinja imported, nothing "
+            "loaded)",
             "",
             f"{'contender':<13} {'wall':>9} {'cpu':>9} {'vs jinja-fs':>12} {'vs floor':>9}",
         ]
         for c in self.wall:
             vs = [self.ratio(c, "jinja-fs"), self.ratio(c, "floor")]
-            cells = [r.ratio() if r else "" for r in vs]
+            cells = [r.cell() if r else "" for r in vs]
             lines.append(
                 f"{c:<13} {statistics.median(self.wall[c]) * 1000:>7.1f}ms "
                 f"{statistics.median(self.cpu[c]) * 1000:>7.1f}ms {cells[0]:>12} {cells[1]:>9}"
@@ -261,7 +263,7 @@ class ProcessReport(NamedTuple):
         lines += ["", *target_table(PROCESS_TARGETS, self.ratio, digits=3)]
         r = self.ratio("import-ours", "python", cpu=True)
         if r is not None:
-            lines.append(f"  (in CPU time: {r.median:.3f}x, {r.range()})")
+            lines.append(f"  (in CPU time: {r.summary(3)})")
         loads = [
             c for c in ("ours-fs", "jinja-fs", "floor-signed", "floor", "none") if c in self.wall
         ]
@@ -292,7 +294,7 @@ class ProcessReport(NamedTuple):
             "wall_s": self.wall,
             "cpu_s": self.cpu,
             "ratios": {
-                f"{t.numerator}/{t.denominator}": None if r is None else [r.median, r.low, r.high]
+                f"{t.numerator}/{t.denominator}": None if r is None else r.as_dict()
                 for t in PROCESS_TARGETS
                 for r in [self.ratio(t.numerator, t.denominator)]
             },
@@ -305,7 +307,14 @@ def _spawn(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Run ``argv`` to completion; (wall seconds, CPU seconds of the child)."""
     started = time.perf_counter()
     pid = os.posix_spawn(argv[0], argv, env)
-    _, status, usage = os.wait4(pid, 0)
+    try:
+        _, status, usage = os.wait4(pid, 0)
+    except BaseException:
+        # Interrupted (Ctrl-C, or SIGTERM turned into an exception by the command line):
+        # the child must not outlive the run that started it.
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     wall = time.perf_counter() - started
     if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
         raise RuntimeError(f"benchmark child failed: {' '.join(argv[:3])} (status {status})")

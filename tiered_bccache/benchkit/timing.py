@@ -16,10 +16,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 __all__ = [
+    "NOT_ENOUGH_SIGNAL",
+    "RoundRatios",
     "Spread",
     "Target",
+    "counted",
     "describe_machine",
+    "enough_rounds",
     "ratios",
+    "round_ratios",
     "rotated",
     "target_table",
     "verdict",
@@ -64,6 +69,67 @@ def ratios(numerator: Sequence[float], denominator: Sequence[float]) -> Spread:
     return Spread.of(a / b for a, b in zip(numerator, denominator, strict=True) if b > 0)
 
 
+#: What a report prints instead of a ratio measured in too few rounds.
+NOT_ENOUGH_SIGNAL = "not enough signal"
+
+
+def enough_rounds(valid: int, rounds: int) -> bool:
+    """Whether ``valid`` of ``rounds`` rounds are enough to report a ratio: at least two
+    (one round has no spread; a run of one round asked for no more), and more than half.
+    The rounds left out are those where the difference a ratio divides by was lost in
+    the noise; when most are, the few left are the ones the noise happened to favour."""
+    return valid >= min(2, rounds) and 2 * valid > rounds
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRatios:
+    """A ratio taken per round and summarised, or no summary when too few rounds were
+    valid (see :func:`enough_rounds`): ``spread`` is None then, and ``valid`` says how
+    many of the ``rounds`` were."""
+
+    spread: Spread | None
+    valid: int
+    rounds: int
+
+    def cell(self, digits: int = 2) -> str:
+        """``1.03x``, or :data:`NOT_ENOUGH_SIGNAL`."""
+        if self.spread is None:
+            return NOT_ENOUGH_SIGNAL
+        return f"{self.spread.median:.{digits}f}x"
+
+    def summary(self, digits: int = 2) -> str:
+        """``1.03x (0.98..1.07)``, or ``not enough signal (1 of 3 rounds valid)``."""
+        if self.spread is None:
+            return f"{NOT_ENOUGH_SIGNAL} ({self.valid} of {counted(self.rounds, 'round')} valid)"
+        return f"{self.cell(digits)} ({self.spread.range(f'.{digits}f')})"
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """The median, min and max (None without enough signal), the valid rounds ``n``
+        and all ``rounds``."""
+        s = self.spread
+        return {
+            "median": None if s is None else s.median,
+            "min": None if s is None else s.low,
+            "max": None if s is None else s.high,
+            "n": self.valid,
+            "rounds": self.rounds,
+        }
+
+
+def round_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> RoundRatios:
+    """Like :func:`ratios`, never raising for want of rounds: a round whose denominator
+    is not positive is not valid, and too few valid rounds give no spread."""
+    pairs = list(zip(numerator, denominator, strict=True))
+    valid = [a / b for a, b in pairs if b > 0]
+    spread = Spread.of(valid) if enough_rounds(len(valid), len(pairs)) else None
+    return RoundRatios(spread, len(valid), len(pairs))
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 round``, ``3 rounds``: ``count`` and its noun, agreeing."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 def rotated(items: Sequence[T], round_number: int) -> list[T]:
     """``items`` rotated by ``round_number``: no contender always runs first, or always
     right after the one that flushes the CPU caches."""
@@ -92,20 +158,30 @@ def verdict(target: Target, value: float) -> str:
 
 
 def target_table(
-    targets: Iterable[Target], ratio: Callable[[str, str], Spread | None], *, digits: int = 2
+    targets: Iterable[Target],
+    ratio: Callable[[str, str], RoundRatios | None],
+    *,
+    digits: int = 2,
 ) -> list[str]:
     """The lines of a report that hold its ratios to ``targets``: the median over rounds
-    (``digits`` decimals), the spread and the verdict. ``ratio(numerator, denominator)``
+    (``digits`` decimals), the spread and the verdict; :data:`NOT_ENOUGH_SIGNAL` and no
+    verdict for a ratio of too few valid rounds. ``ratio(numerator, denominator)``
     returns None for a pair that was not measured; its target is left out."""
     lines = [f"{'ratio':<24} {'median':>7} {'spread':>12}  {'target':<14} what"]
     for t in targets:
         r = ratio(t.numerator, t.denominator)
-        if r is not None:
-            name = f"{t.numerator}/{t.denominator}"
-            goal = verdict(t, r.median)
+        if r is None:
+            continue
+        name = f"{t.numerator}/{t.denominator}"
+        s = r.spread
+        if s is None:
             lines.append(
-                f"{name:<24} {r.median:>6.{digits}f}x {r.range():>12}  {goal:<14} {t.label}"
+                f"{name:<24} {NOT_ENOUGH_SIGNAL:>20}  {'no verdict':<14} {t.label} "
+                f"({r.valid} of {counted(r.rounds, 'round')} valid)"
             )
+            continue
+        goal = verdict(t, s.median)
+        lines.append(f"{name:<24} {s.median:>6.{digits}f}x {s.range():>12}  {goal:<14} {t.label}")
     return lines
 
 

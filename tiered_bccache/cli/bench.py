@@ -1,12 +1,18 @@
 """``tiered-bccache bench``: check the servers it was given, run the benchmark engine of
-:mod:`tiered_bccache.benchkit.hitpath`, print its tables, write its JSON and chart."""
+:mod:`tiered_bccache.benchkit.hitpath`, print each table as soon as it is measured, write
+the JSON and chart. SIGTERM and SIGHUP end it as Ctrl-C does: the private servers it
+started are stopped and its temporary directory removed."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
@@ -14,17 +20,77 @@ from ..tiers.memcached import MemcachedTier, parse_server
 from ..tiers.redis import RedisTier
 from .common import check_plot, plot_needs_matplotlib, read_secret, write_json
 from .defaults import MEMCACHED_TIMEOUT, REDIS_TIMEOUT
-from .errors import CommandError, describe_error, usage_error
+from .errors import PROG, CommandError, describe_error, usage_error
 from .progress import ProgressBar, progress_bar
 
 if TYPE_CHECKING:
     from ..benchkit.tools import ToolsReport
 
-__all__ = ["run"]
+__all__ = ["Terminated", "run"]
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when SIGTERM or SIGHUP arrives during ``bench``, so that
+    the run unwinds through the same ``finally`` blocks and context managers as after
+    Ctrl-C. A BaseException, as KeyboardInterrupt is: no ``except Exception`` on the way
+    may swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: The signals that end a run as Ctrl-C does: ``kill`` and ``timeout`` send SIGTERM, a
+#: closed terminal SIGHUP.
+_ENDING = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _ending_signals_raise() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` for the duration, then put the
+    previous handlers back.
+
+    Their default action kills the process at once: no ``finally`` runs, the private
+    memcached and redis-server live on (re-parented to init) and the temporary directory
+    stays. Only the first signal raises: a second one, while the first unwinds, must not
+    cut short the clean-up it asked for. A signal the caller ignores (``nohup`` ignores
+    SIGHUP) stays ignored, and outside the main thread, where Python cannot set a
+    handler, nothing changes."""
+    raised = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise Terminated(signum)
+
+    previous: dict[signal.Signals, Callable[[int, FrameType | None], object] | int | None] = {}
+    if threading.current_thread() is threading.main_thread():
+        for ending in _ENDING:
+            if signal.getsignal(ending) is not signal.SIG_IGN:
+                previous[ending] = signal.signal(ending, handler)
+    try:
+        yield
+    finally:
+        for ending, old in previous.items():
+            signal.signal(ending, old)
 
 
 def run(args: argparse.Namespace) -> int:
-    """``tiered-bccache bench``."""
+    """``tiered-bccache bench``; exit status 128 + the signal number when SIGTERM or
+    SIGHUP ends it, after the clean-up."""
+    bar = progress_bar(args)
+    try:
+        with _ending_signals_raise():
+            return _run(args, bar)
+    except Terminated as exc:
+        bar.done()
+        name = signal.Signals(exc.signum).name
+        print(f"{PROG}: terminated by {name}", file=sys.stderr)
+        return 128 + exc.signum
+
+
+def _run(args: argparse.Namespace, bar: ProgressBar) -> int:
     # The engine and its corpus generator are tooling of their own: imported only here.
     from ..benchkit.hitpath import BenchConfig, run_bench
 
@@ -45,19 +111,26 @@ def run(args: argparse.Namespace) -> int:
         no_redis=args.no_redis,
         directory=args.dir,
         secret=read_secret(args),
-        threads=args.threads,
         quick=args.quick,
         processes=not args.no_processes,
         string_iterations=2 if args.quick and args.string_iterations else args.string_iterations,
     )
-    bar = progress_bar(args)
+    shown = 0
+
+    def show(table: str) -> None:
+        # Each table as soon as it is measured: a run that fails or is stopped later
+        # keeps what it measured. The bar's line ends first, for a terminal showing both.
+        nonlocal shown
+        bar.done()
+        print(("\n" if shown else "") + table, flush=True)
+        shown += 1
+
     try:
-        report = run_bench(config, progress=bar, log=bar.log)
-    except ValueError as exc:  # ConfigurationError included: what we were given is wrong
+        report = run_bench(config, progress=bar, log=bar.log, show=show)
+    except ConfigurationError as exc:  # what we were given is wrong (the templates)
         raise usage_error(str(exc)) from exc
     finally:
         bar.done()
-    print(report.format_table())
     data = report.as_dict()
     tools = _run_tools(bar) if args.tools else None
     if tools is not None:

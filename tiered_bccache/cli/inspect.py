@@ -5,28 +5,43 @@ namespace generation), which lives here once."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
+from ..cache import TieredBytecodeCache
 from ..humanize import human_bytes
 from ..tiers.filesystem import FileSystemTier
 from ..tiers.memcached import MemcachedTier
 from ..tiers.memory import MemoryTier
 from ..tiers.redis import RedisTier
-from .common import load_cache_from_args, require_reachable, write_json
+from .common import (
+    FileSystemSpec,
+    counted,
+    filesystem_spec,
+    load_cache_from_args,
+    read_secret,
+    require_reachable,
+    write_json,
+)
 from .errors import describe_error, print_error
 
 __all__ = ["run_clear", "run_stats"]
 
+_ABSENT = "does not exist (nothing stored; not created)"
+
 
 def run_stats(args: argparse.Namespace) -> int:
     """``tiered-bccache stats``."""
-    cache = load_cache_from_args(args, args.cache)
+    cache, absent = _load(args)
     named = args.cache is not None
-    tiers = [_tier_report(t, named) for t in cache.tiers]
-    counters = cache.stats()
+    tiers = [_tier_report(t, named) for t in _in_order(cache, absent)]
+    counters = None if cache is None else cache.stats()
     if args.json:
-        write_json({"tiers": tiers, "counters": counters.as_dict()}, sys.stdout)
+        write_json(
+            {"tiers": tiers, "counters": None if counters is None else counters.as_dict()},
+            sys.stdout,
+        )
     else:
         _print_stats(tiers, counters)
     unreachable = [t for t in tiers if t.get("reachable") is False]
@@ -37,22 +52,32 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_clear(args: argparse.Namespace) -> int:
     """``tiered-bccache clear``."""
-    cache = load_cache_from_args(args, args.cache)
-    require_reachable(cache)
+    cache, absent = _load(args)
+    if cache is not None:
+        require_reachable(cache)
     before: dict[int, str] = {}
-    for tier in cache.tiers:
+    for tier in cache.tiers if cache is not None else ():
         if isinstance(tier, MemoryTier):
-            before[id(tier)] = f"{len(tier)} entries (this process's memory)"
+            before[id(tier)] = f"{counted(len(tier), 'entry', 'entries')} (this process's memory)"
         elif isinstance(tier, FileSystemTier):
             entries, nbytes = tier.size()
-            before[id(tier)] = f"{entries} entries, {human_bytes(nbytes)}"
+            before[id(tier)] = f"{counted(entries, 'entry', 'entries')}, {human_bytes(nbytes)}"
         elif isinstance(tier, (MemcachedTier, RedisTier)):
             before[id(tier)] = f"namespace generation {tier.generation()}"
-    cache.clear()
+    if cache is not None:
+        cache.clear()
+    errors = (
+        {}
+        if cache is None
+        else {id(t): c.errors for t, c in zip(cache.tiers, cache.stats().tiers, strict=True)}
+    )
     failed = []
-    for tier, counters in zip(cache.tiers, cache.stats().tiers, strict=True):
+    for tier in _in_order(cache, absent):
+        if isinstance(tier, FileSystemSpec):
+            print(f"cleared {tier.name}: nothing to clear, the directory does not exist")
+            continue
         name = str(getattr(tier, "name", type(tier).__name__))
-        if counters.errors:
+        if errors[id(tier)]:
             failed.append(name)
             continue
         what = before.get(id(tier), "cleared")
@@ -67,7 +92,47 @@ def run_clear(args: argparse.Namespace) -> int:
 # -- looking into the tiers -------------------------------------------------------------------
 
 
+def _load(
+    args: argparse.Namespace,
+) -> tuple[TieredBytecodeCache | None, dict[int, FileSystemSpec]]:
+    """The cache to look into, and the fs tiers of the --tier specs whose directory does
+    not exist, by position. Those are left out of the cache: building them would create
+    the directory, and looking must change nothing. The cache is None when no tier is
+    left to build."""
+    absent: dict[int, FileSystemSpec] = {}
+    if args.cache is None:
+        for i, spec in enumerate(args.tier):
+            fs = filesystem_spec(spec)
+            # lexists: whatever is at the path (a file, a dangling link) is the tier's to
+            # refuse, in its own words.
+            if fs is not None and not os.path.lexists(fs.directory):
+                absent[i] = fs
+    present = [spec for i, spec in enumerate(args.tier) if i not in absent]
+    if absent and not present:
+        read_secret(args)  # the key options are still checked
+        return None, absent
+    cache = load_cache_from_args(args, args.cache, tier_specs=present, reads_entries=False)
+    return cache, absent
+
+
+def _in_order(cache: TieredBytecodeCache | None, absent: dict[int, FileSystemSpec]) -> list[Any]:
+    """The tiers in lookup order, the absent directories in their places."""
+    built = iter(cache.tiers if cache is not None else ())
+    count = len(absent) + (len(cache.tiers) if cache is not None else 0)
+    return [absent[i] if i in absent else next(built) for i in range(count)]
+
+
 def _tier_report(tier: Any, named: bool) -> dict[str, object]:
+    if isinstance(tier, FileSystemSpec):
+        return {
+            "name": tier.name,
+            "kind": "filesystem",
+            "directory": tier.directory,
+            "exists": False,
+            "entries": 0,
+            "bytes": 0,
+            "max_bytes": tier.max_bytes,
+        }
     name = str(getattr(tier, "name", type(tier).__name__))
     if isinstance(tier, MemoryTier):
         return {
@@ -86,6 +151,7 @@ def _tier_report(tier: Any, named: bool) -> dict[str, object]:
             "name": name,
             "kind": "filesystem",
             "directory": tier.directory,
+            "exists": True,
             "entries": entries,
             "bytes": nbytes,
             "max_bytes": tier.max_bytes,
@@ -162,13 +228,16 @@ def _server_stats(tier: MemcachedTier) -> list[dict[str, object]]:
 
 
 def _print_stats(tiers: list[dict[str, Any]], counters: Any) -> None:
-    print(f"{len(tiers)} tiers, in lookup order:")
+    print(f"{counted(len(tiers), 'tier')}, in lookup order:")
     for i, t in enumerate(tiers, 1):
         print(f"{i}. {t['name']}")
         if t["kind"] == "memory":
             _print_memory(t)
         elif t["kind"] == "filesystem":
             limit = "no max_bytes" if t["max_bytes"] is None else f"max_bytes {t['max_bytes']}"
+            if not t["exists"]:
+                print(f"   directory {t['directory']} {_ABSENT}; {limit}")
+                continue
             print(f"   directory {t['directory']}")
             print(
                 f"   entries {t['entries']}, {t['bytes']} bytes ({human_bytes(t['bytes'])}); "
@@ -179,6 +248,9 @@ def _print_stats(tiers: list[dict[str, Any]], counters: Any) -> None:
         elif t["kind"] == "redis":
             _print_redis(t)
     print()
+    if counters is None:
+        print("counters: none, no tier was built (every directory is missing)")
+        return
     print(
         f"counters (this process): lookups {counters.lookups}, hits {counters.hits}, "
         f"misses {counters.misses}, compiles {counters.compiles}, "

@@ -21,7 +21,7 @@ from .errors import PROG
 # Not typing.TYPE_CHECKING: ``tiered-bccache run`` does not import typing.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 __all__ = ["build_parser"]
 
@@ -72,7 +72,19 @@ def _positive_float(text: str) -> float:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors as one ``tiered-bccache: error: ...`` line."""
+    """argparse, with its errors as one ``tiered-bccache: error: ...`` line that points to
+    the help of the parser that knows the arguments: a command's own."""
+
+    #: A command's parser (set by :func:`_command`): it refuses the arguments it does not
+    #: know itself. argparse leaves them to the top-level parser, whose message would
+    #: point to the top-level help, which does not list the command's options.
+    command = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self.command:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
     def error(self, message: str) -> NoReturn:
         hint = f" (see '{self.prog} --help')"
@@ -88,23 +100,30 @@ if TYPE_CHECKING:
 _DESCRIPTION = """\
 A tiered, authenticated bytecode cache for Jinja2: run a tool with it (dbt, Ansible,
 Sphinx, MkDocs: no code change), benchmark it, size it from a trace, warm it, inspect
-and clear it. 'tiered-bccache COMMAND --help' says more."""
+and clear it. 'tiered-bccache COMMAND --help' says more; 'python -m tiered_bccache' is
+the same program."""
 
 _EXIT_STATUS = """\
 exit status: 0 success, 1 failure at run time (a server unreachable, a template that
 does not compile), 2 usage or configuration error."""
 
+_ERRORS = """\
+errors: one line on stderr, never a traceback (--debug shows it). What the library logs
+while a command runs (a tier failing, an entry rejected) is printed after the command
+succeeds and dropped when it fails, whose one line says what went wrong; --debug shows
+it as it happens."""
+
 _SECRET_HELP = f"""\
-secret: entries in files and memcached are signed with a key of at least
+secret: entries in files, memcached and Redis are signed with a key of at least
 {MIN_SECRET_BYTES} bytes, the same on every host: ${ENV_VAR} by default (the library reads
 it by itself), --secret-env VAR or --secret-file PATH; with no key a filesystem-only
-cache uses a random per-host key kept in its directory, and a memcached tier is refused
-unless --allow-unsigned (unsafe: whoever can write to memcached runs code)."""
+cache uses a random per-host key kept in its directory, and a memcached or redis tier is
+refused unless --allow-unsigned (unsafe: whoever can write to the server runs code)."""
 
 
 _CACHE_EPILOG = (
-    f"{SPEC_HELP}\n\nmemcached timeouts: {MEMCACHED_TIMEOUT:g} s here unless ;timeout= says "
-    "otherwise (the library's\ndefault is tens of milliseconds, for page renders)."
+    f"{SPEC_HELP}\n\nmemcached and redis timeouts: {MEMCACHED_TIMEOUT:g} s here unless ;timeout= "
+    "says otherwise\n(the library's default is tens of milliseconds, for page renders)."
     f"\n\n{_SECRET_HELP}\n\n{_EXIT_STATUS}"
 )
 
@@ -124,21 +143,37 @@ def _common(debug: bool) -> _Parser:
 _TARGET_HELP = "module:attribute naming a TieredBytecodeCache or a jinja2.Environment using it"
 
 
-def _add_cache_options(parser: argparse.ArgumentParser, *, positional: bool) -> None:
-    group = parser.add_argument_group("the cache (module:attribute, or --tier specs)")
-    if positional:
-        group.add_argument(
-            "cache",
-            nargs="?",
-            metavar="CACHE",
-            help=_TARGET_HELP,
-        )
-    else:
-        group.add_argument(
-            "--cache",
-            metavar="CACHE",
-            help=_TARGET_HELP,
-        )
+class _OneCache(argparse.Action):
+    """Stores the cache given as CACHE or as --cache into ``cache``; the second of the
+    two is a usage error. argparse calls the positional's action with its default (None)
+    when CACHE is absent, so None never overwrites a --cache already seen."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        if values is None:
+            return
+        if getattr(namespace, self.dest, None) is not None:
+            raise argparse.ArgumentError(
+                self, "give the cache once, as CACHE or as --cache CACHE, not both"
+            )
+        setattr(namespace, self.dest, values)
+
+
+def _add_cache_options(parser: argparse.ArgumentParser, *, what: str = _TARGET_HELP) -> None:
+    """The ways to say which cache: CACHE or --cache CACHE (the same, one of them), or
+    --tier specs, and the key options; ``what`` is the help of CACHE."""
+    group = parser.add_argument_group(
+        "the cache: CACHE or --cache CACHE (module:attribute), or --tier specs"
+    )
+    group.add_argument("cache", nargs="?", metavar="CACHE", action=_OneCache, help=what)
+    group.add_argument(
+        "--cache", dest="cache", metavar="CACHE", action=_OneCache, help="the same as CACHE"
+    )
     group.add_argument(
         "--tier",
         action="append",
@@ -156,7 +191,7 @@ def _add_cache_options(parser: argparse.ArgumentParser, *, positional: bool) -> 
     group.add_argument(
         "--allow-unsigned",
         action="store_true",
-        help="accept a memcached tier without a key (unsafe)",
+        help="accept a memcached or redis tier without a key (unsafe)",
     )
 
 
@@ -182,6 +217,7 @@ def _command(
         parents=[common],
     )
     parser.set_defaults(run=run)
+    parser.command = True
     return parser
 
 
@@ -191,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description=_DESCRIPTION,
-        epilog=_EXIT_STATUS,
+        epilog=f"{_ERRORS}\n\n{_EXIT_STATUS}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_common(debug=True)],
     )
@@ -222,27 +258,47 @@ def _number(
 _BENCH = """\
 time every way of loading a template (ours, Jinja's, the floors)
 
-Time template loads through every contender (no cache, Jinja's filesystem and memcached
-caches, the dict and marshal-file floors, our memory, filesystem and memcached tiers) in
-one interleaved run; then time whole new processes loading every template (ours, Jinja's
-caches, no cache, the bare-file floor), the import cost and a new Environment's first
-template. Tables go to stdout, the progress bar to stderr."""
+Three parts, each table printed as soon as it is measured. The hit paths: template
+loads through every contender in one interleaved run (no cache; Jinja's filesystem and
+memcached caches; a plain Redis bytecode cache; the dict, marshal-file and signed-file
+floors; our memory, filesystem, memcached and redis tiers). Whole new processes loading
+every template (ours, Jinja's caches, no cache, the bare-file floors), the import cost
+and a new Environment's first template (--no-processes leaves them out). The
+template-string loop: a new sandboxed Environment and from_string per iteration, as
+Ansible and dbt do (--string-iterations 0 leaves it out). Ratios are taken per round
+and summarised over rounds; one with too few valid rounds says "not enough signal".
+Without --memcached or --redis a private server is started for the run if it is
+installed; it is stopped, and the temporary directory removed, at the end and after
+Ctrl-C, SIGTERM or SIGHUP alike. Tables go to stdout, the progress bar to stderr."""
+
+_BENCH_EPILOG = """\
+exit status: 0 success, 1 failure at run time (a server unreachable, a template that
+does not compile), 2 usage or configuration error; 130 after Ctrl-C, 128 + N after
+signal N (SIGTERM 143, SIGHUP 129)."""
 
 
 def _add_bench(commands: _Commands, common: _Parser) -> None:
-    parser = _command(commands, common, "bench", "bench:run", _BENCH)
+    parser = _command(commands, common, "bench", "bench:run", _BENCH, _BENCH_EPILOG)
     parser.add_argument(
         "--templates", metavar="DIR", help="a template directory (default: a generated corpus)"
     )
     _number(parser, "--count", _positive_int, 36, "N", "templates in the generated corpus")
-    _number(parser, "--rounds", _positive_int, 7, "N", "rounds")
-    _number(parser, "--threads", _positive_int, 4, "N", "threads")
+    _number(
+        parser,
+        "--rounds",
+        _positive_int,
+        7,
+        "N",
+        "rounds of the hit paths and of the whole processes; the string loop takes 3 at most",
+    )
     _server_options(parser, "memcached", "a memcached", "memcached")
     _server_options(parser, "redis", "a Redis", "redis-server")
     parser.add_argument(
         "--dir", metavar="DIR", help="where the filesystem caches live (default: a temp dir)"
     )
-    parser.add_argument("--quick", action="store_true", help="a short run (3 rounds)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run: 3 rounds, 2 string iterations"
+    )
     parser.add_argument(
         "--no-processes",
         action="store_true",
@@ -265,10 +321,14 @@ def _add_bench(commands: _Commands, common: _Parser) -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help=f"also draw a chart ({PLOT_HINT})")
     _add_progress_option(parser)
+    # The key only signs the run's own entries: a random one unless one is named.
     parser.add_argument(
-        "--secret-env", metavar="VAR", default=ENV_VAR, help=f"MAC key variable ({ENV_VAR})"
+        "--secret-env",
+        metavar="VAR",
+        default=ENV_VAR,
+        help="sign with the key in this environment variable (default: a random key)",
     )
-    parser.add_argument("--secret-file", metavar="PATH", help="read the MAC key from a file")
+    parser.add_argument("--secret-file", metavar="PATH", help="sign with the key in a file")
     parser.set_defaults(allow_unsigned=False)
 
 
@@ -304,15 +364,24 @@ run a command with every Jinja Environment it builds given the cache
 
 Runs CMD with every Jinja Environment that it, and every Python process it starts
 (subprocesses, multiprocessing and forked workers), builds without a bytecode cache
-given one shared cache, and its from_string cached: dbt, ansible-playbook, sphinx-build,
-mkdocs as they are. The tiers: --tiers, else $TIERED_BCCACHE_TIERS, else memory over a
-private directory in your user cache directory, so the second run is warm with no
-option. Strings are stored at first sight. At the end, one line on stderr: templates and
-strings served from the cache, compiled, and the time the compiles took (children
-included). The exit status is the command's.
+given one shared cache, and its from_string and compile_expression cached: dbt,
+ansible-playbook, sphinx-build, mkdocs as they are. The tiers: --tiers, else
+$TIERED_BCCACHE_TIERS, else memory over a private directory in your user cache
+directory, so the second run is warm with no option. Strings are stored at first
+sight. At the end, one line on stderr: templates and strings served from the cache,
+compiled, and the time the compiles took (children included). The exit status is the
+command's.
 
 Without the wrapper: TIERED_BCCACHE_AUTO=1 CMD does the same (through the start-up hook
 tiered_bccache.pth installed with the package), with no summary."""
+
+
+# SPEC_HELP's lines of specs, without what run does not take: --tier, module:attribute.
+_RUN_EPILOG = (
+    "tier specs (in --tiers or $TIERED_BCCACHE_TIERS, whitespace-separated, fastest first):\n"
+    + SPEC_HELP.partition("\n")[2].partition("\nor name")[0]
+    + "\n\nexit status: the command's; 2 for a usage error."
+)
 
 
 def _add_run(commands: _Commands, common: _Parser) -> None:
@@ -322,7 +391,7 @@ def _add_run(commands: _Commands, common: _Parser) -> None:
         "run",
         "run:run",
         _RUN,
-        f"{SPEC_HELP}\n\nexit status: the command's; 2 for a usage error.",
+        _RUN_EPILOG,
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
@@ -355,18 +424,25 @@ _WARM = """\
 compile every template of a source into every tier of a cache
 
 Compile every template of SOURCE and write it through to every tier of the cache, in
-parallel processes. SOURCE is a template directory (compiled with a default
-jinja2.Environment: its entries serve applications whose environment has the default
-settings) or module:attribute naming the application's jinja2.Environment (its loader
-lists the templates, its settings go into the keys). Templates that fail to compile are
-listed at the end and do not stop the others. A memory tier lives in one process:
+parallel processes. SOURCE is a template directory, compiled with a default
+jinja2.Environment and keyed with the path as given (its entries are hits for an
+application whose environment is configured alike and whose loader reports the same
+filenames), or module:attribute naming the application's jinja2.Environment (its
+loader lists the templates, its settings go into the keys). The cache is CACHE or
+--cache CACHE (module:attribute), or --tier specs; for a SOURCE module:attribute it
+defaults to the cache that environment uses: 'tiered-bccache warm myapp.templating:env'
+warms the application's own cache for its own settings. Templates that fail to compile
+are listed at the end and do not stop the others. A memory tier lives in one process:
 warming it has no lasting effect."""
 
 
 def _add_warm(commands: _Commands, common: _Parser) -> None:
     parser = _command(commands, common, "warm", "warm:run", _WARM, _CACHE_EPILOG)
     parser.add_argument("source", metavar="SOURCE", help="a template directory or module:attribute")
-    _add_cache_options(parser, positional=False)
+    _add_cache_options(
+        parser,
+        what=f"{_TARGET_HELP} (default for a SOURCE module:attribute: its environment's cache)",
+    )
     parser.add_argument(
         "--jobs",
         type=_positive_int,
@@ -401,23 +477,25 @@ what each tier holds now, and the cache's counters
 Show, per tier, what is stored now (a memory tier only for a cache named
 module:attribute, as this process sees it; a filesystem tier's entries and bytes; a
 memcached or redis tier's reachability, server statistics and namespace generation),
-then the counters of cache.stats() in this process."""
+then the counters of cache.stats() in this process. A filesystem tier's directory that
+does not exist is reported so, not created."""
 
 
 def _add_stats(commands: _Commands, common: _Parser) -> None:
     parser = _command(commands, common, "stats", "inspect:run_stats", _STATS, _CACHE_EPILOG)
-    _add_cache_options(parser, positional=True)
+    _add_cache_options(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 _CLEAR = """\
 empty every tier (memcached and redis by bumping their namespace generation)
 
-Empty every tier of the cache: delete a filesystem tier's entries, bump a memcached or
-redis tier's namespace generation (never flush_all, FLUSHDB or KEYS: other applications
-may share the server; the old entries age out)."""
+Empty every tier of the cache: delete a filesystem tier's entries (a directory that does
+not exist is left so), bump a memcached or redis tier's namespace generation (never
+flush_all, FLUSHDB or KEYS: other applications may share the server; the old entries age
+out). A memory tier lives in one process: clearing it here has no lasting effect."""
 
 
 def _add_clear(commands: _Commands, common: _Parser) -> None:
     parser = _command(commands, common, "clear", "inspect:run_clear", _CLEAR, _CACHE_EPILOG)
-    _add_cache_options(parser, positional=True)
+    _add_cache_options(parser)

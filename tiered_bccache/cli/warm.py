@@ -15,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader
 from ..cache import TieredBytecodeCache
 from ..spec import load_cache, load_object
 from ..tiers.memory import MemoryTier
-from .common import load_cache_from_args, read_secret, require_reachable
+from .common import CACHE_WAYS, counted, load_cache_from_args, read_secret, require_reachable
 from .defaults import MEMCACHED_TIMEOUT, REDIS_TIMEOUT
 from .errors import CommandError, describe_error, print_error, usage_error
 from .progress import ProgressBar, progress_bar
@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     """``tiered-bccache warm``."""
     started = time.monotonic()
     env = _source_environment(args.source)
-    cache = load_cache_from_args(args, args.cache)
+    target = _cache_target(args, env)
+    cache = load_cache_from_args(args, target)
     names = _template_names(env, args.extensions, args.source)
     if not names:
         raise usage_error(f"SOURCE {args.source!r} holds no templates")
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         cache.close()
         plan = WarmPlan(
             args.source,
-            args.cache,
+            target,
             tuple(args.tier),
             read_secret(args),
             args.allow_unsigned,
@@ -88,6 +89,21 @@ def _source_environment(source: str) -> Environment:
     if env.loader is None:
         raise usage_error(f"SOURCE {source!r}: the environment has no loader")
     return env
+
+
+def _cache_target(args: argparse.Namespace, env: Environment) -> str | None:
+    """The cache to fill, as module:attribute: CACHE or --cache; with neither, nor any
+    --tier, the cache of the application's environment that SOURCE names (the one its
+    lookups will read). None leaves the cache to the --tier specs."""
+    if args.cache is not None or args.tier or os.path.isdir(args.source):
+        return str(args.cache) if args.cache is not None else None
+    if not isinstance(env.bytecode_cache, TieredBytecodeCache):
+        held = type(env.bytecode_cache).__name__ if env.bytecode_cache is not None else "None"
+        raise usage_error(
+            f"SOURCE {args.source!r} is a jinja2.Environment whose bytecode_cache is {held}, "
+            f"not a TieredBytecodeCache: give the cache to fill as {CACHE_WAYS}"
+        )
+    return str(args.source)
 
 
 def _template_names(env: Environment, extensions: str | None, source: str) -> list[str]:
@@ -193,10 +209,10 @@ def _report(
 ) -> int:
     failed = [r for r in results if r.error is not None]
     tiers = ", ".join(getattr(t, "name", type(t).__name__) for t in cache.tiers)
-    processes = "1 process" if jobs == 1 else f"{jobs} processes"
+    processes = counted(jobs, "process", "processes")
     print(
-        f"compiled {len(results) - len(failed)} of {len(names)} templates into {tiers} "
-        f"({processes}, {seconds:.1f} s)"
+        f"compiled {len(results) - len(failed)} of {counted(len(names), 'template')} into "
+        f"{tiers} ({processes}, {seconds:.1f} s)"
     )
     tier_failures: dict[str, int] = {}
     skips: dict[str, int] = {}
@@ -206,7 +222,7 @@ def _report(
         for name in r.skipped_tiers:
             skips[name] = skips.get(name, 0) + 1
     for name, n in skips.items():
-        print(f"note: {name} skipped {n} templates, too large for it")
+        print(f"note: {name} skipped {counted(n, 'template')}, too large for it")
     if any(isinstance(t, MemoryTier) for t in cache.tiers):
         print("note: a memory tier lives in one process: warming it has no lasting effect")
     if failed:
@@ -214,5 +230,5 @@ def _report(
         for r in failed:
             print(f"  {r.name}: {r.error}")
     for name, n in tier_failures.items():
-        print_error(f"{name} failed to store {n} templates")
+        print_error(f"{name} failed to store {counted(n, 'template')}")
     return 1 if failed or tier_failures else 0

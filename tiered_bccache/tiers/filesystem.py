@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     # importing the package and a hit never pay for it (8-17 ms).
     from filelock import FileLock
 
-__all__ = ["FileSystemTier", "default_directory"]
+__all__ = ["FileSystemTier", "default_directory", "default_path"]
 
 
 _SUFFIX = ".tbc"
@@ -45,6 +45,12 @@ _LOCKS_ATTEMPTS = 3
 STALE_TMP_SECONDS = 600.0
 
 
+def default_path() -> str:
+    """Where :func:`default_directory` is, without creating or checking it (for tools
+    that look at a cache and must create nothing)."""
+    return os.path.join(tempfile.gettempdir(), f"_tiered_bccache-{os.geteuid()}")
+
+
 def default_directory() -> str:
     """The per-user private directory used when none is given, created 0700.
 
@@ -57,7 +63,7 @@ def default_directory() -> str:
     not tightened: whatever someone planted in it while it was open (a symlink, an
     entry file, a ``.secret``) would stay and be used.
     """
-    path = os.path.join(tempfile.gettempdir(), f"_tiered_bccache-{os.geteuid()}")
+    path = default_path()
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
