@@ -73,18 +73,25 @@ def test_run_caches_the_command_and_its_children_and_says_so(tmp_path: Path) -> 
 
 
 def test_run_returns_the_command_s_exit_status(tmp_path: Path) -> None:
-    """An exit status passes through; a command killed by signal N gives 128 + N."""
+    """An exit status passes through; a command killed by signal N gives 128 + N, as a
+    shell reports it. With --quiet the command is the process: killed, it dies of the
+    signal itself."""
+    kill = "import os; os.kill(os.getpid(), 15)"
+    assert tool(tmp_path, "--", sys.executable, "-c", "exit(3)").returncode == 3
     assert tool(tmp_path, "--quiet", "--", sys.executable, "-c", "exit(3)").returncode == 3
-    killed = tool(
-        tmp_path, "--quiet", "--", sys.executable, "-c", "import os; os.kill(os.getpid(), 15)"
-    )
-    assert killed.returncode == 128 + 15
+    assert tool(tmp_path, "--", sys.executable, "-c", kill).returncode == 128 + 15
+    killed = tool(tmp_path, "--quiet", "--", sys.executable, "-c", kill)
+    assert killed.returncode == -15
     assert killed.stderr == ""
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [((), "give a command after --"), (("--", "no-such-command-x"), "command not found")],
+    [
+        ((), "give a command after --"),
+        (("--", "no-such-command-x"), "command not found"),
+        (("--quiet", "--", "no-such-command-x"), "command not found"),
+    ],
 )
 def test_run_without_a_runnable_command_is_a_usage_error(
     tmp_path: Path, args: tuple[str, ...], message: str
@@ -95,10 +102,49 @@ def test_run_without_a_runnable_command_is_a_usage_error(
     assert message in out.stderr
 
 
+@pytest.mark.parametrize("quiet", [(), ("--quiet",)])
+def test_a_file_that_cannot_run_is_a_usage_error(tmp_path: Path, quiet: tuple[str, ...]) -> None:
+    """A path that is not an executable: exit 2, and why."""
+    (tmp_path / "notes.txt").write_text("not a program\n")
+    (tmp_path / "notes.txt").chmod(0o644)
+    out = tool(tmp_path, *quiet, "--", "./notes.txt")
+    assert out.returncode == 2
+    assert out.stderr.startswith("tiered-bccache: error: run: './notes.txt': "), out.stderr
+
+
 def test_a_command_that_uses_no_jinja_says_so(tmp_path: Path) -> None:
     """Nothing went through the cache: the line says that, not a row of zeros."""
     out = tool(tmp_path, "--", sys.executable, "-c", "pass")
     assert out.stderr.strip().endswith("no Jinja template went through the cache")
+
+
+def test_quiet_run_becomes_the_command(tmp_path: Path) -> None:
+    """With nothing to report, the command replaces the wrapper (same process): no
+    process waits, and the exit status and signals are the command's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERED_BCCACHE")}
+    child = "import os, sys; print(os.getpid(), os.environ.get('TIERED_BCCACHE_AUTO')); sys.exit(3)"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tiered_bccache",
+            "run",
+            "--quiet",
+            "--",
+            sys.executable,
+            "-c",
+            child,
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 3, err
+    assert out.split() == [str(process.pid), "1"]
+    assert err == ""
 
 
 def test_the_wrapper_imports_neither_jinja_nor_the_cache(tmp_path: Path) -> None:
@@ -107,7 +153,7 @@ def test_the_wrapper_imports_neither_jinja_nor_the_cache(tmp_path: Path) -> None
     script = (
         "import sys\n"
         "from tiered_bccache.cli import main\n"
-        "status = main(['run', '--quiet', '--', sys.executable, '-c', 'pass'])\n"
+        "status = main(['run', '--', sys.executable, '-c', 'pass'])\n"
         "names = ('jinja2', 'tiered_bccache.cache', 'tiered_bccache.auto', 'typing')\n"
         "print(status, *sorted(m for m in sys.modules if m.partition('.')[0] == 'jinja2' "
         "or m in names))\n"

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+
+# Not typing.TYPE_CHECKING: ``tiered-bccache run`` does not import typing.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .logs import LibraryLogs as _LibraryLogs
 
 __all__ = ["main"]
 
@@ -23,31 +27,22 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit
     status."""
-    from .errors import PROG, HeldWarnings, classify, print_error
+    from .errors import PROG, classify, print_error
     from .parser import build_parser
 
     args = build_parser().parse_args(argv)
     debug = bool(args.debug)
-    # The library's warnings (a tier failing, an entry rejected) go to stderr through a
-    # handler of our own that main removes again, so a caller's logging stays as it was.
-    # Without --debug they are held until the command ends: printed after a success,
-    # dropped after a failure, whose one line says what went wrong.
-    handler: logging.Handler = logging.StreamHandler(sys.stderr) if debug else HeldWarnings()
-    handler.setFormatter(
-        logging.Formatter("%(name)s: %(levelname)s: %(message)s" if debug else "%(message)s")
-    )
-    logger = logging.getLogger("tiered_bccache")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    module, _, function = str(args.run).partition(":")
+    # ``run`` only waits for its command: the library logs nothing in this process, and
+    # the wrapper's start-up is all it adds to the command (no logging imported).
+    held = _held_library_logs(debug) if module != "run" else None
     try:
-        module, _, function = str(args.run).partition(":")
         run: Callable[[argparse.Namespace], int] = getattr(
             importlib.import_module(f".{module}", __name__), function
         )
         status = run(args)
-        if isinstance(handler, HeldWarnings) and status == 0:
-            handler.flush_to(sys.stderr)
+        if held is not None and status == 0:
+            held.flush_to(sys.stderr)
         return status
     except KeyboardInterrupt:
         if debug:
@@ -67,9 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_error(message)
         return status
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        if not logger.handlers:
-            # What the library logs after the command ended (a connection closed at
-            # exit) is not news; without a handler Python would print it on stderr.
-            logger.addHandler(logging.NullHandler())
+        if held is not None:
+            held.close()
+
+
+def _held_library_logs(debug: bool) -> _LibraryLogs:
+    from .logs import LibraryLogs
+
+    return LibraryLogs(debug)

@@ -1,23 +1,16 @@
 """How a command fails: one ``tiered-bccache: error: ...`` line on stderr and an exit status
-(2 for a usage or configuration error, 1 for a failure at run time), and the library's
-warnings held back until the command's outcome is known."""
+(2 for a usage or configuration error, 1 for a failure at run time). The library's
+warnings are :mod:`.logs`'."""
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from ..errors import ConfigurationError
 
-# Not typing.TYPE_CHECKING: ``tiered-bccache run`` does not import typing.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import IO
-
 __all__ = [
     "PROG",
     "CommandError",
-    "HeldWarnings",
     "classify",
     "describe_error",
     "print_error",
@@ -61,20 +54,3 @@ def classify(exc: Exception) -> tuple[int, str]:
         where = f" ({exc.filename})" if exc.filename else ""
         return 1, f"{exc.strerror or exc}{where}"
     return 1, f"{describe_error(exc)} (run with --debug for the traceback)"
-
-
-class HeldWarnings(logging.Handler):
-    """Keeps the library's messages until the command has ended."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-    def flush_to(self, stream: IO[str]) -> None:
-        """Print the held lines on ``stream`` and forget them."""
-        for line in self.lines:
-            print(line, file=stream)
-        self.lines.clear()

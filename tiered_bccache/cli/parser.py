@@ -400,7 +400,11 @@ def _add_run(commands: _Commands, common: _Parser) -> None:
         help="tier specs, whitespace-separated (default: memory and fs in the user cache dir)",
     )
     where.add_argument("--dir", metavar="DIR", help="memory and a filesystem tier in DIR")
-    parser.add_argument("--quiet", action="store_true", help="no summary line at the end")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no summary line at the end: the command replaces this process",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
 
 
