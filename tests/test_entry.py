@@ -25,6 +25,7 @@ from tiered_bccache.entry import (
     MAX_PAYLOAD,
     EntryCodec,
     read_header,
+    source_bytes,
     source_digest,
 )
 from tiered_bccache.errors import EntryError
@@ -373,11 +374,12 @@ def test_dependencies_round_trip_with_the_code() -> None:
     assert size == len(payload(compiled(SOURCE), deps))
 
 
-@pytest.mark.parametrize("older", [1, 2])
+@pytest.mark.parametrize("older", [1, 2, 3])
 def test_entry_of_an_older_format_is_stale(older: int) -> None:
     """An entry written by an earlier release (format 1: the code alone; format 2:
-    HMAC-SHA256 and a SHA-1 checksum) is refused as stale, before its payload is read:
-    a routine miss after an upgrade, not a warning."""
+    HMAC-SHA256 and a SHA-1 checksum; format 3: BLAKE3 of the UTF-8 source) is refused
+    as stale, before its payload is read: a routine miss after an upgrade, not a
+    warning."""
     data = signed_entry({"format": older}, marshal.dumps(compiled(SOURCE)))
     assert reason(EntryCodec(SECRET), data) == "stale"
 
@@ -391,3 +393,32 @@ def test_sources_are_told_apart_by_the_full_digest() -> None:
     assert source_digest(first) != source_digest(second)
     data = EntryCodec(SECRET).encode(KEY, source_digest(first), payload(compiled(first)))
     assert reason(EntryCodec(SECRET), data, source=second) == "stale"
+
+
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [
+        ("plain ascii {{ x }}", b"1"),
+        ("caf\u00e9 {{ x }}", b"1"),
+        ("\u20ac {{ x }}", b"2"),
+        ("\ud83d\ude00 lone surrogates", b"2"),
+        ("\U0001f600 astral", b"4"),
+    ],
+)
+def test_source_bytes_are_the_narrowest_fixed_width(text: str, tag: bytes) -> None:
+    """What the digest is taken of: a tag and the code points in the narrowest width
+    that holds them (Latin-1, UTF-16 without pairs, UTF-32), read back exactly."""
+    data = source_bytes(text)
+    assert data[:1] == tag
+    width = {b"1": 1, b"2": 2, b"4": 4}[tag]
+    points = [int.from_bytes(data[i : i + width], "little") for i in range(1, len(data), width)]
+    assert "".join(map(chr, points)) == text
+
+
+def test_a_surrogate_pair_and_the_character_it_encodes_differ() -> None:
+    """Two lone surrogates are not the astral character their pair would encode in
+    UTF-16: their digests differ (UTF-16 with surrogatepass alone would give both the
+    same bytes)."""
+    pair, astral = "\ud83d\ude00", "\U0001f600"
+    assert pair.encode("utf-16-le", "surrogatepass") == astral.encode("utf-16-le")
+    assert source_digest(pair) != source_digest(astral)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from jinja2 import Environment
 
 from tiered_bccache.compiling import NO_DEPENDENCIES
-from tiered_bccache.entry import EntryCodec, source_digest
+from tiered_bccache.entry import EntryCodec, source_bytes, source_digest
 from tiered_bccache.errors import EntryError
 
 SECRET = b"0123456789abcdef-test-secret-key"
@@ -125,3 +125,14 @@ def test_arbitrary_bytes_are_rejected(which: tuple[str, bool], junk: bytes) -> N
     assert_rejected(which[0], junk)
     full = CORPUS[which]
     assert_rejected(which[0], full[: len(full) // 2] + junk)
+
+
+#: Any text, lone surrogates and astral characters included.
+TEXTS = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)
+
+
+@given(first=TEXTS, second=TEXTS)
+def test_the_digested_bytes_tell_any_two_texts_apart(first: str, second: str) -> None:
+    """``source_bytes`` is one-to-one: two texts that differ are digested from bytes
+    that differ (so an entry of one source is never fresh for another)."""
+    assert (source_bytes(first) == source_bytes(second)) == (first == second)

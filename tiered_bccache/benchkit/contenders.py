@@ -22,6 +22,8 @@ from typing import Any
 from jinja2 import Environment
 from jinja2.bccache import Bucket, BytecodeCache
 
+from ..entry import source_bytes
+
 __all__ = [
     "DictFloor",
     "MarshalFileFloor",
@@ -114,7 +116,7 @@ class SignedFileFloor(MarshalFileFloor):
         view = memoryview(data)
         mac = self._mac.copy()
         mac.update(view[:-64])
-        digest = blake3(source.encode("utf-8", "surrogatepass")).digest()
+        digest = blake3(source_bytes(source)).digest()
         if hmac.compare_digest(mac.digest(), view[-32:]) and digest == view[-64:-32]:
             bucket.code = marshal.loads(view[:-64])
         return bucket
@@ -124,7 +126,7 @@ class SignedFileFloor(MarshalFileFloor):
         source = bucket.environment.loader.get_source(bucket.environment, bucket.key)[0]  # type: ignore[union-attr]
         from blake3 import blake3
 
-        body = raw + blake3(source.encode("utf-8", "surrogatepass")).digest()
+        body = raw + blake3(source_bytes(source)).digest()
         mac = self._mac.copy()
         mac.update(raw)
         with open(self._path(bucket.key), "wb") as f:

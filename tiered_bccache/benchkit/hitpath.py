@@ -117,11 +117,11 @@ class BenchConfig:
 TARGETS: tuple[Target, ...] = (
     Target("memory hit vs dict-of-code floor", "memory", "floor-dict", 1.3, True),
     Target("Jinja filesystem hit vs our memory hit", "jinja-fs", "memory", 5.0, False),
-    Target("filesystem hit vs bare-marshal-file floor", "fs", "floor-file", 1.2, True),
+    Target("filesystem hit vs bare-marshal-file floor", "fs", "floor-file", 1.25, True),
     Target("Jinja filesystem hit vs our filesystem hit", "jinja-fs", "fs", 2.0, False),
     Target("filesystem hit vs the authenticated floor", "fs", "floor-signed", 1.2, True),
-    Target("memcached hit vs Jinja memcached hit", "memcached", "jinja-mc", 0.8, True),
-    Target("redis hit vs plain Redis bytecode cache hit", "redis", "plain-redis", 0.8, True),
+    Target("memcached hit vs Jinja memcached hit", "memcached", "jinja-mc", 0.75, True),
+    Target("redis hit vs plain Redis bytecode cache hit", "redis", "plain-redis", 0.5, True),
     Target("compile vs cold start from our filesystem tier", "compile", "fs", 15.0, False),
 )
 
