@@ -3,7 +3,7 @@ benchmarks (tooling only: nothing on the lookup path imports this)."""
 
 from __future__ import annotations
 
-__all__ = ["human_bytes", "human_us"]
+__all__ = ["counted", "human_bytes", "human_us"]
 
 
 def human_bytes(nbytes: float) -> str:
@@ -21,3 +21,8 @@ def human_us(ns: float) -> str:
     """A time given in nanoseconds, in microseconds (milliseconds from 10 ms up)."""
     us = ns / 1000
     return f"{us / 1000:.1f} ms" if us >= 10000 else f"{us:.1f} us"
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 tier``, ``2 tiers``: ``count`` and its noun, agreeing."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"

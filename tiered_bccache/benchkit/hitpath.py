@@ -57,6 +57,7 @@ from jinja2.bccache import BytecodeCache
 
 from ..cache import TieredBytecodeCache
 from ..errors import ConfigurationError
+from ..humanize import counted
 from ..tiers.filesystem import FileSystemTier
 from ..tiers.memcached import MemcachedTier
 from ..tiers.memory import MemoryTier
@@ -77,7 +78,6 @@ from .strings import StringReport, run_string_bench
 from .timing import (
     RoundRatios,
     Target,
-    counted,
     describe_machine,
     rotated,
     round_ratios,

@@ -42,7 +42,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from .timing import RoundRatios, Target, counted, ratios, rotated, round_ratios, target_table
+from ..humanize import counted
+from .timing import RoundRatios, Target, ratios, rotated, round_ratios, target_table
 
 __all__ = ["ProcessReport", "run_process_bench"]
 

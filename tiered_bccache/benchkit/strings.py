@@ -36,7 +36,8 @@ from jinja2 import FileSystemLoader
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import ConfigurationError
-from .timing import RoundRatios, counted, rotated, round_ratios
+from ..humanize import counted
+from .timing import RoundRatios, rotated, round_ratios
 
 __all__ = ["StringReport", "corpus_strings", "run_string_bench"]
 

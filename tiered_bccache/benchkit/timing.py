@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..humanize import counted
+
 __all__ = [
     "NOT_ENOUGH_SIGNAL",
     "RoundRatios",
     "Spread",
     "Target",
-    "counted",
     "describe_machine",
     "enough_rounds",
     "ratios",
@@ -123,11 +124,6 @@ def round_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> Ro
     valid = [a / b for a, b in pairs if b > 0]
     spread = Spread.of(valid) if enough_rounds(len(valid), len(pairs)) else None
     return RoundRatios(spread, len(valid), len(pairs))
-
-
-def counted(count: int, noun: str, plural: str | None = None) -> str:
-    """``1 round``, ``3 rounds``: ``count`` and its noun, agreeing."""
-    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def rotated(items: Sequence[T], round_number: int) -> list[T]:

@@ -26,7 +26,6 @@ __all__ = [
     "CACHE_WAYS",
     "FileSystemSpec",
     "check_plot",
-    "counted",
     "filesystem_spec",
     "load_cache_from_args",
     "plot_needs_matplotlib",
@@ -206,8 +205,3 @@ def write_json(data: object, stream: IO[str]) -> None:
     """``data`` as indented JSON and a newline; what JSON cannot hold goes as ``str``."""
     json.dump(data, stream, indent=2, sort_keys=False, default=str)
     stream.write("\n")
-
-
-def counted(count: int, noun: str, plural: str | None = None) -> str:
-    """``1 tier``, ``2 tiers``: ``count`` and its noun, agreeing."""
-    return f"{count} {noun if count == 1 else plural or noun + 's'}"

@@ -10,14 +10,13 @@ import sys
 from typing import Any
 
 from ..cache import TieredBytecodeCache
-from ..humanize import human_bytes
+from ..humanize import counted, human_bytes
 from ..tiers.filesystem import FileSystemTier
 from ..tiers.memcached import MemcachedTier
 from ..tiers.memory import MemoryTier
 from ..tiers.redis import RedisTier
 from .common import (
     FileSystemSpec,
-    counted,
     filesystem_spec,
     load_cache_from_args,
     read_secret,
