@@ -70,6 +70,13 @@ def require_servers() -> None:
         missing("redis-py is not installed (pip install 'tiered-bccache[redis]')")
 
 
+def _default_signals() -> None:
+    """In the child before exec: SIGTERM and SIGHUP at their default action, whatever the
+    test run inherited."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     ("signum", "phase"),
     [(signal.SIGTERM, "servers"), (signal.SIGHUP, "processes")],
@@ -103,6 +110,9 @@ def test_bench_ended_by_a_signal_leaves_no_process_and_no_directory(
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
+            # As a terminal's session would start it: under nohup (or a CI runner that
+            # ignores SIGHUP) bench rightly keeps an ignored SIGHUP ignored.
+            preexec_fn=_default_signals,
         )
     pgid = process.pid
     try:
