@@ -36,18 +36,28 @@ def _hook_installed() -> None:
         missing("tiered_bccache.pth is not installed in this interpreter's site-packages")
 
 
-def tool(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def clean_environment() -> dict[str, str]:
+    """This process's environment without our variables, and with the test key."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERED_BCCACHE")}
     env["TIERED_BCCACHE_SECRET"] = SECRET.decode()
+    return env
+
+
+def python(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in ``tmp_path`` under :func:`clean_environment`, its output kept."""
     return subprocess.run(
-        [sys.executable, "-m", "tiered_bccache", "run", *args],
+        [sys.executable, *args],
         cwd=tmp_path,
-        env=env,
+        env=clean_environment(),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def tool(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return python(tmp_path, "-m", "tiered_bccache", "run", *args)
 
 
 def summary(stderr: str) -> tuple[int, ...]:
@@ -121,7 +131,6 @@ def test_a_command_that_uses_no_jinja_says_so(tmp_path: Path) -> None:
 def test_quiet_run_becomes_the_command(tmp_path: Path) -> None:
     """With nothing to report, the command replaces the wrapper (same process): no
     process waits, and the exit status and signals are the command's own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERED_BCCACHE")}
     child = "import os, sys; print(os.getpid(), os.environ.get('TIERED_BCCACHE_AUTO')); sys.exit(3)"
     process = subprocess.Popen(
         [
@@ -136,7 +145,7 @@ def test_quiet_run_becomes_the_command(tmp_path: Path) -> None:
             child,
         ],
         cwd=tmp_path,
-        env=env,
+        env=clean_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -158,16 +167,7 @@ def test_the_wrapper_imports_neither_jinja_nor_the_cache(tmp_path: Path) -> None
         "print(status, *sorted(m for m in sys.modules if m.partition('.')[0] == 'jinja2' "
         "or m in names))\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERED_BCCACHE")}
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    out = python(tmp_path, "-c", script)
     assert out.stdout.split() == ["0"], out.stdout + out.stderr
 
 
