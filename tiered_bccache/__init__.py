@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .cache import TieredBytecodeCache
-    from .spec import from_specs
+    from .factory import from_specs
     from .stats import CacheStats, TierStats
     from .strings import cache_from_string, uncache_from_string
     from .tiers import ByteTier, FileSystemTier, MemcachedTier, MemoryTier, RedisTier, Tier
@@ -54,7 +54,7 @@ _LAZY = {
     "Tier": ".tiers",
     "TieredBytecodeCache": ".cache",
     "cache_from_string": ".strings",
-    "from_specs": ".spec",
+    "from_specs": ".factory",
     "uncache_from_string": ".strings",
 }
 

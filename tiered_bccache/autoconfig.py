@@ -16,7 +16,7 @@ __all__ = ["AUTO_VAR", "MEMORY_SPEC", "STATS_VAR", "TIERS_ENV_VAR", "default_spe
 AUTO_VAR = "TIERED_BCCACHE_AUTO"
 #: A directory where every process of a run writes its counters as it ends.
 STATS_VAR = "TIERED_BCCACHE_RUN_STATS"
-#: The environment variable :func:`~tiered_bccache.spec.from_specs` reads the specs from.
+#: The environment variable :func:`~tiered_bccache.spec.parse_specs` reads the specs from.
 TIERS_ENV_VAR = "TIERED_BCCACHE_TIERS"
 #: Enough for a dbt project's models, tests and macros, bounded in bytes all the same.
 MEMORY_SPEC = "memory:8192,bytes=256MB"

@@ -326,11 +326,12 @@ class TieredBytecodeCache(BytecodeCache):
         """A cache built from tier specs, fastest first (``["memory:512",
         "fs:/var/cache/app", "redis://10.0.0.5:6379/0"]``, or one whitespace-separated
         string); with none, from ``$TIERED_BCCACHE_TIERS``. ``options`` are this class's
-        keyword arguments (``secret=``...). See :func:`tiered_bccache.spec.from_specs`
-        for the syntax; a wrong spec raises ``ConfigurationError`` naming it."""
-        from .spec import from_specs
+        keyword arguments (``secret=``...). See :mod:`tiered_bccache.spec` for the
+        syntax; a wrong spec raises ``ConfigurationError`` naming it."""
+        # Imported here: a process that builds its tiers itself never loads the parser.
+        from .spec import parse_specs
 
-        return from_specs(specs, environ=environ, **options)
+        return cls(parse_specs(specs, environ=environ), **options)
 
     # -- pickling: a copy is the configuration, with empty memory and fresh connections --
 

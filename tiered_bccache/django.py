@@ -27,10 +27,10 @@ from typing import Any
 
 from jinja2 import Environment
 
+from .autoconfig import TIERS_ENV_VAR
 from .cache import TieredBytecodeCache
 from .errors import ConfigurationError
 from .secret import ENV_VAR
-from .spec import TIERS_ENV_VAR, from_specs
 from .strings import cache_from_string
 
 __all__ = ["bytecode_cache", "environment"]
@@ -71,7 +71,7 @@ def bytecode_cache() -> TieredBytecodeCache:
     with _lock:
         cache = _caches.get(key)
         if cache is None:
-            cache = _caches[key] = from_specs(specs, **options)
+            cache = _caches[key] = TieredBytecodeCache.from_specs(specs, **options)
         return cache
 
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .autoconfig import TIERS_ENV_VAR
 from .cache import TieredBytecodeCache
 from .errors import ConfigurationError
 from .secret import ENV_VAR
-from .spec import TIERS_ENV_VAR, from_specs
 from .strings import cache_from_string
 
 __all__ = ["init_app"]
@@ -59,7 +59,7 @@ def init_app(app: Any, *, cache_strings: bool = True, **cache_options: Any) -> T
     # Without a secret in app.config the cache reads $TIERED_BCCACHE_SECRET itself, by
     # name, so that a copy pickled to a worker carries the name and not the key.
     cache_options.setdefault("secret_env", ENV_VAR)
-    cache = from_specs(specs, **cache_options)
+    cache = TieredBytecodeCache.from_specs(specs, **cache_options)
     # jinja_options serves an environment Flask has not built yet; an existing one
     # (built by an extension, or by an earlier call) gets the cache directly.
     app.jinja_options = {**app.jinja_options, "bytecode_cache": cache}

@@ -2,7 +2,8 @@
 
 A cache is either an object of the application, named ``module:attribute`` (a
 :class:`~tiered_bccache.TieredBytecodeCache`, or a ``jinja2.Environment`` whose
-``bytecode_cache`` is one), or a list of tier specs in lookup order, fastest first:
+``bytecode_cache`` is one), which the command line imports, or a list of tier specs in
+lookup order, fastest first, which this module reads:
 
 ===================================== =======================================================
 ``memory``                            :class:`~tiered_bccache.MemoryTier` with its defaults
@@ -34,29 +35,27 @@ path may hold commas.
 
 The list can live in the environment, as twelve-factor applications keep configuration:
 ``$TIERED_BCCACHE_TIERS`` holds the specs separated by whitespace (spaces or newlines; so
-a path in a spec cannot hold a space), read by :func:`from_specs` when it is given no list.
+a path in a spec cannot hold a space), read by :func:`parse_specs` when it is given no list.
+
+This module builds the tiers, never the cache (it does not import it):
+:func:`~tiered_bccache.from_specs` and ``TieredBytecodeCache.from_specs`` put the tiers
+:func:`parse_specs` returns under one.
 
 Example::
 
-    cache = from_specs(["memory:512", "fs:/var/cache/app", "redis://10.0.0.5:6379/0"],
-                       secret=key)
-    cache = from_specs()  # TIERED_BCCACHE_TIERS="memory:512 fs:/var/cache/app redis://..."
-    cache = load_cache("myapp.templating:env", [])
+    tiers = parse_specs(["memory:512", "fs:/var/cache/app", "redis://10.0.0.5:6379/0"])
+    tiers = parse_specs()  # TIERED_BCCACHE_TIERS="memory:512 fs:/var/cache/app redis://..."
+    cache = TieredBytecodeCache(tiers, secret=key)  # what from_specs(secret=key) does
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
-import sys
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
-
-from jinja2 import Environment
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .autoconfig import TIERS_ENV_VAR
-from .cache import TieredBytecodeCache
 from .errors import ConfigurationError
 from .tiers.base import Tier
 from .tiers.filesystem import FileSystemTier
@@ -70,10 +69,8 @@ __all__ = [
     "TIERS_ENV_VAR",
     "SpecError",
     "filesystem_options",
-    "from_specs",
-    "load_cache",
-    "load_object",
     "parse_size",
+    "parse_specs",
     "parse_tier",
     "split_specs",
 ]
@@ -86,7 +83,6 @@ class SpecError(ConfigurationError):
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmg])(?:i?b)?|b)?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 def parse_size(text: str, *, what: str = "size") -> int:
@@ -127,28 +123,31 @@ def parse_tier(
     """
     if not isinstance(spec, str):
         raise SpecError(f"tier {spec!r}: a spec is a string, not a {type(spec).__name__}")
-    kind, _, rest = spec.strip().partition(":")
+    text = spec.strip()
+    kind, _, rest = text.partition(":")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise SpecError(
+            f"tier {spec!r}: unknown kind {kind!r}; expected memory[:...], fs[:PATH], "
+            "memcached:HOST:PORT, redis://HOST:PORT/DB, rediss://HOST:PORT/DB, "
+            "redis+unix:///PATH or redis+cluster://HOST:PORT,..."
+        )
     try:
-        if kind == "memory":
-            return _memory(rest)
-        if kind in ("fs", "filesystem"):
-            return _filesystem(rest)
-        if kind == "memcached":
-            return _memcached(rest, memcached_timeout)
-        if kind in ("redis", "rediss", "redis+unix", "redis+cluster"):
-            return _redis(spec.strip(), redis_timeout)
+        return parser(text, rest, _Timeouts(memcached_timeout, redis_timeout))
     except SpecError as exc:
         raise SpecError(f"tier {spec!r}: {exc}") from None
     except ConfigurationError as exc:
         raise SpecError(f"tier {spec!r}: {exc}") from exc
-    raise SpecError(
-        f"tier {spec!r}: unknown kind {kind!r}; expected memory[:...], fs[:PATH], "
-        "memcached:HOST:PORT, redis://HOST:PORT/DB, rediss://HOST:PORT/DB, "
-        "redis+unix:///PATH or redis+cluster://HOST:PORT,..."
-    )
 
 
-def _memory(rest: str) -> MemoryTier:
+class _Timeouts(NamedTuple):
+    """The remote tiers' timeouts :func:`parse_tier` was given, for a spec setting none."""
+
+    memcached: float | None
+    redis: float | None
+
+
+def _memory(spec: str, rest: str, timeouts: _Timeouts) -> MemoryTier:
     if not rest:
         return MemoryTier()
     entries: int | None = None
@@ -166,7 +165,7 @@ def _memory(rest: str) -> MemoryTier:
     return MemoryTier(entries, max_bytes=max_bytes)
 
 
-def _filesystem(rest: str) -> FileSystemTier:
+def _filesystem(spec: str, rest: str, timeouts: _Timeouts) -> FileSystemTier:
     directory, max_bytes = filesystem_options(rest)
     return FileSystemTier(directory, max_bytes=max_bytes)
 
@@ -224,7 +223,7 @@ def _remote_options(options: list[str], timeout: float | None) -> dict[str, Any]
     return kwargs
 
 
-def _memcached(rest: str, timeout: float | None) -> MemcachedTier:
+def _memcached(spec: str, rest: str, timeouts: _Timeouts) -> MemcachedTier:
     # memcached://HOST:PORT, as URLs are written, is the same as memcached:HOST:PORT (a
     # unix socket is memcached:/path, one slash).
     if rest.startswith("//"):
@@ -232,18 +231,20 @@ def _memcached(rest: str, timeout: float | None) -> MemcachedTier:
         if not rest or rest.startswith("/"):
             raise SpecError("expected memcached://HOST:PORT (or memcached:/path/to.sock)")
     servers, *options = rest.split(";")
-    kwargs = _remote_options(options, timeout)
+    kwargs = _remote_options(options, timeouts.memcached)
     addresses = [s.strip() for s in servers.split(",") if s.strip()]
     if not addresses:
         raise SpecError("expected memcached:HOST:PORT[,HOST:PORT...][;prefix=NAME]")
     return MemcachedTier(addresses if len(addresses) > 1 else addresses[0], **kwargs)
 
 
-def _redis(spec: str, timeout: float | None) -> RedisTier:
+def _redis(spec: str, rest: str, timeouts: _Timeouts) -> RedisTier:
+    # Imported here, not with the other tiers: a process that never names a redis tier
+    # never pays for redis-py.
     from .tiers.redis import RedisTier
 
     url, *options = spec.split(";")
-    kwargs = _remote_options(options, timeout)
+    kwargs = _remote_options(options, timeouts.redis)
     if url.startswith("redis+cluster://"):
         nodes = [n.strip() for n in url.removeprefix("redis+cluster://").split(",") if n.strip()]
         if not nodes:
@@ -282,34 +283,36 @@ def _check_redis_url(url: str) -> None:
             raise SpecError(f"database {db!r} is not a number; {_REDIS_FORMS}")
 
 
+#: The parser of each kind of tier, by the text before the spec's first colon: given the
+#: whole spec, the text after that colon and the timeouts, it returns the tier or raises
+#: SpecError saying what is wrong (parse_tier quotes the spec).
+_PARSERS: dict[str, Callable[[str, str, _Timeouts], Tier]] = {
+    "memory": _memory,
+    **dict.fromkeys(("fs", "filesystem"), _filesystem),
+    "memcached": _memcached,
+    **dict.fromkeys(("redis", "rediss", "redis+unix", "redis+cluster"), _redis),
+}
+
+
 def split_specs(text: str) -> list[str]:
     """The specs in ``text``, separated by whitespace (as ``$TIERED_BCCACHE_TIERS``
     holds them)."""
     return text.split()
 
 
-def from_specs(
-    specs: Sequence[str] | str | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    **cache_options: Any,
-) -> TieredBytecodeCache:
-    """A :class:`~tiered_bccache.TieredBytecodeCache` over the tiers ``specs`` describe,
-    fastest first (the syntax is in this module's docstring)::
+def parse_specs(
+    specs: Sequence[str] | str | None = None, *, environ: Mapping[str, str] | None = None
+) -> list[Tier]:
+    """The tiers ``specs`` describe, fastest first (the syntax is in this module's
+    docstring)::
 
-        cache = from_specs(["memory:512", "fs:/var/cache/app", "redis://10.0.0.5:6379/0"],
-                           secret=key)
+        tiers = parse_specs(["memory:512", "fs:/var/cache/app", "redis://10.0.0.5:6379/0"])
 
     ``specs`` is a list of specs, or one string of specs separated by whitespace; None
     (the default) reads that string from ``$TIERED_BCCACHE_TIERS`` in ``environ``
-    (default ``os.environ``). ``cache_options`` go to the cache unchanged (``secret``,
-    ``strict``, ``breaker_cooldown``...; without ``secret`` the cache reads
-    ``$TIERED_BCCACHE_SECRET``).
+    (default ``os.environ``).
 
-    Raises :class:`SpecError` (a :class:`~tiered_bccache.ConfigurationError`) naming the
-    spec that is wrong, or when no spec is given; the cache's own configuration errors
-    pass through (:class:`~tiered_bccache.InsecureConfigurationError` for a shared tier
-    without a secret).
+    Raises :class:`SpecError` naming the spec that is wrong, or where none was given.
     """
     where = "specs"
     if specs is None:
@@ -321,98 +324,4 @@ def from_specs(
     specs = list(specs)
     if not specs:
         raise SpecError(f"{where}: no tier spec given (e.g. 'memory:512 fs:/var/cache/app')")
-    tiers = [parse_tier(spec) for spec in specs]
-    return TieredBytecodeCache(tiers, **cache_options)
-
-
-def load_object(target: str) -> Any:
-    """Import ``module:attribute`` (the attribute may be dotted) and return the object.
-    The current directory is importable, as it is for ``python -m``.
-
-    Raises :class:`SpecError` when the text is malformed, the module does not import, or
-    the attribute is missing.
-    """
-    if _TARGET.fullmatch(target) is None:
-        raise SpecError(f"{target!r} is not module:attribute (e.g. myapp.templating:env)")
-    module_name, _, attribute = target.partition(":")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:
-        raise SpecError(
-            f"cannot import {module_name!r} (from {target!r}): {type(exc).__name__}: {exc}"
-        ) from exc
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise SpecError(
-                f"{target!r}: {type(obj).__name__} {module_name!r} has no attribute {part!r}"
-            ) from None
-    return obj
-
-
-def cache_of(obj: object, target: str) -> TieredBytecodeCache:
-    """The cache ``obj`` is or uses; raises :class:`SpecError` naming ``target`` otherwise."""
-    if isinstance(obj, TieredBytecodeCache):
-        return obj
-    if isinstance(obj, Environment):
-        if isinstance(obj.bytecode_cache, TieredBytecodeCache):
-            return obj.bytecode_cache
-        held = type(obj.bytecode_cache).__name__ if obj.bytecode_cache is not None else "None"
-        raise SpecError(
-            f"{target!r} is a jinja2.Environment whose bytecode_cache is {held}, "
-            "not a TieredBytecodeCache"
-        )
-    raise SpecError(
-        f"{target!r} is a {type(obj).__name__}, not a TieredBytecodeCache or a "
-        "jinja2.Environment using one"
-    )
-
-
-def load_cache(
-    target: str | None,
-    tier_specs: list[str],
-    *,
-    memcached_timeout: float | None = None,
-    redis_timeout: float | None = None,
-    **options: Any,
-) -> TieredBytecodeCache:
-    """The cache named by ``target`` (``module:attribute``), or built from ``tier_specs``
-    (``memcached_timeout`` and ``redis_timeout`` as for :func:`parse_tier`).
-
-    ``options`` go to :class:`~tiered_bccache.TieredBytecodeCache` when the cache is built
-    from specs (``secret``, ``allow_unsigned``, ``trace``...); options left at None or
-    False are not passed. A cache named by ``module:attribute`` is the application's own,
-    configured by it: giving options with one is an error, not silently ignored.
-
-    Raises :class:`SpecError` when both or neither of ``target`` and ``tier_specs`` are
-    given, for a bad spec or target, and when the cache refuses its configuration
-    (:class:`~tiered_bccache.InsecureConfigurationError` passes through unchanged, so a
-    caller can tell a missing secret apart).
-    """
-    given = {k: v for k, v in options.items() if v is not None and v is not False}
-    if target is not None and tier_specs:
-        raise SpecError("name the cache either as module:attribute or with tier specs, not both")
-    if target is not None:
-        if given:
-            raise SpecError(
-                f"{', '.join(sorted(given))} cannot apply to {target!r}: the application "
-                "configures its own cache"
-            )
-        return cache_of(load_object(target), target)
-    if not tier_specs:
-        raise SpecError("no cache given: name one as module:attribute or with tier specs")
-    tiers = [
-        parse_tier(spec, memcached_timeout=memcached_timeout, redis_timeout=redis_timeout)
-        for spec in tier_specs
-    ]
-    try:
-        return TieredBytecodeCache(tiers, **given)
-    except SpecError:
-        raise
-    except ConfigurationError as exc:
-        if type(exc) is not ConfigurationError:
-            raise
-        raise SpecError(str(exc)) from exc
+    return [parse_tier(spec) for spec in specs]

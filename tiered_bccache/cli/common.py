@@ -15,12 +15,13 @@ from typing import IO
 from ..cache import TieredBytecodeCache
 from ..errors import InsecureConfigurationError
 from ..secret import ENV_VAR, MIN_SECRET_BYTES
-from ..spec import SpecError, filesystem_options, load_cache
+from ..spec import SpecError, filesystem_options
 from ..tiers.filesystem import default_path
 from ..tiers.memcached import MemcachedTier
 from ..tiers.redis import RedisTier
 from .defaults import MEMCACHED_TIMEOUT, PLOT_HINT, REDIS_TIMEOUT
 from .errors import CommandError, describe_error, usage_error
+from .loading import load_cache
 
 __all__ = [
     "CACHE_WAYS",

@@ -14,11 +14,11 @@ from jinja2 import Environment, FileSystemLoader
 
 from ..cache import TieredBytecodeCache
 from ..humanize import counted
-from ..spec import load_cache, load_object
 from ..tiers.memory import MemoryTier
 from .common import CACHE_WAYS, load_cache_from_args, read_secret, require_reachable
 from .defaults import MEMCACHED_TIMEOUT, REDIS_TIMEOUT
 from .errors import CommandError, describe_error, print_error, usage_error
+from .loading import load_cache, load_object
 from .progress import ProgressBar, progress_bar
 
 __all__ = ["WarmPlan", "WarmResult", "run"]
