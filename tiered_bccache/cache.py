@@ -485,12 +485,12 @@ class TieredBytecodeCache(BytecodeCache):
             self.uncached += 1
             return _Bucket(environment, "", source, ())
         bucket = _Bucket(environment, key, source, state.slots)
-        code = self._memory_hit(environment, key, source)
+        code, start = self._memory_hit(environment, key, source)
         if code is not None:
             self.hits += 1
             bucket.code = code
             return bucket
-        size = self._load(bucket, source)
+        size = self._load(bucket, source, start)
         if size is None and bucket.foreign is not None:
             size = self._variant(bucket, source)
             # Later lookups of this environment go to the variant at once.
@@ -568,13 +568,13 @@ class TieredBytecodeCache(BytecodeCache):
             return own_class(environment).compile(environment, source)
         digest = source_digest(text)
         key = f"{state.fingerprint}{flag}{context}-{kind}{digest}"
-        code = self._memory_hit(environment, key, text)
+        code, start = self._memory_hit(environment, key, text)
         if code is not None:
             self.string_hits += 1
             return code
         bucket = _Bucket(environment, key, text, state.slots)
         bucket.checksum = digest
-        size = self._load(bucket, text)
+        size = self._load(bucket, text, start)
         if size is None and bucket.foreign is not None:
             size = self._variant(bucket, text)
             key = bucket.key
@@ -615,23 +615,30 @@ class TieredBytecodeCache(BytecodeCache):
             _record(trace, key, len(raw))
         return code
 
-    def _memory_hit(self, env: Environment, key: str, source: str) -> types.CodeType | None:
+    def _memory_hit(
+        self, env: Environment, key: str, source: str
+    ) -> tuple[types.CodeType | None, int]:
         """The hit path: when the first tier is a memory tier, a hit for the very same
         source costs one dict lookup, one string comparison (no hashing of the source)
-        and a look at the filters and tests the code was compiled against. Anything
-        else is the walk's business, counting included."""
+        and a look at the filters and tests the code was compiled against. Returns the
+        code, or None and the tier the walk starts from: past the memory tier when it
+        holds nothing under the key (its miss counted here), else from the top, so that
+        the walk tells a stale or foreign entry apart and counts it."""
         first = self._slots[0]
         if not first.objects:
-            return None
+            return None, 0
         entry = first.tier.get(key)
-        if entry is None or entry[0] != source or not dependencies_hold(env, entry[4]):
-            return None
+        if entry is None:
+            first.counters.misses += 1
+            return None, 1
+        if entry[0] != source or not dependencies_hold(env, entry[4]):
+            return None, 0
         first.counters.hits += 1
         trace = self._trace
         if trace is not None:
             _record(trace, key, entry[3])
         code: types.CodeType = entry[2]
-        return code
+        return code, 0
 
     def put(
         self, environment: Environment, name: str, filename: str | None, source: str

@@ -245,14 +245,14 @@ def dependencies_hold(env: Environment, dependencies: Dependencies) -> bool:
     filter_deps, test_deps = dependencies
     try:
         if filter_deps:
-            filters = env.filters
+            find = env.filters.get
             for name, sig in filter_deps:
-                if signature(filters.get(name)) != sig:
+                if signature(find(name)) != sig:
                     return False
         if test_deps:
-            tests = env.tests
+            find_test = env.tests.get
             for name, sig in test_deps:
-                if signature(tests.get(name)) != sig:
+                if signature(find_test(name)) != sig:
                     return False
     except Exception:  # a table that fails a lookup: compile, and let Jinja say why
         return False

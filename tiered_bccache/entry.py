@@ -38,6 +38,7 @@ import zlib
 from typing import NamedTuple
 
 import jinja2
+from blake3 import blake3
 from jinja2.bccache import bc_version
 
 from .compiling import Dependencies, valid_dependencies
@@ -79,8 +80,6 @@ _MAC_CONTEXT = "tiered_bccache 2026-12 entry MAC"
 def source_digest(text: str) -> str:
     """The hex BLAKE3 digest of a template source or name (of :func:`source_bytes`):
     entries' checksums and cache keys."""
-    from blake3 import blake3
-
     return blake3(source_bytes(text)).hexdigest()
 
 
@@ -124,8 +123,6 @@ class EntryCodec:
     __slots__ = ("_mac_base", "_prefix", "_prefix_z", "signed")
 
     def __init__(self, secret: bytes | None) -> None:
-        from blake3 import blake3
-
         self.signed = secret is not None
         material = secret if secret is not None else UNSIGNED_KEY
         key = blake3(material, derive_key_context=_MAC_CONTEXT).digest()

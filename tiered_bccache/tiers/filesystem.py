@@ -117,6 +117,7 @@ class FileSystemTier:
             default_directory() if directory is None else os.path.abspath(os.fspath(directory))
         )
         self.name = f"filesystem:{self.directory}"
+        self._stem = os.path.join(self.directory, "")  # path() is on every lookup
         self._ensure_directory()
         self._prune_every = None if self.max_bytes is None else max(self.max_bytes // 10, 1)
         self._written = 0
@@ -156,7 +157,7 @@ class FileSystemTier:
 
     def path(self, key: str) -> str:
         """The file that holds ``key``: always inside the directory, whatever the key."""
-        return os.path.join(self.directory, _file_name(key) + _SUFFIX)
+        return self._stem + _file_name(key) + _SUFFIX
 
     def get(self, key: str) -> bytes | None:
         """The bytes stored under ``key``, or None.
