@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import re
-import threading
 import time
-import weakref
-from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from ..errors import ConfigurationError
-from ..stats import RateLimitedLog
 from . import _generation
-from ._fork import reset_in_forked_children
-from ._generation import ROUNDS, Generation, check_options, rebuild_options
+from ._generation import ROUNDS
+from ._server import Server, ServerTier, given_addresses, parse_server
 from ._validate import positive_int_or_none, positive_number
 
+# parse_server, from _server: the command line and the benchmarks import it from here.
 __all__ = ["MemcachedTier", "parse_server"]
 
-_HOST_PORT = re.compile(
-    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})"
-)
 #: memcached's default item size limit (its -I option); an item also carries its key and
 #: a header of about 50 bytes.
 DEFAULT_ITEM_SIZE = 1024 * 1024
@@ -29,27 +23,6 @@ _ITEM_OVERHEAD = 512
 #: What :attr:`MemcachedTier.events` counts, all from 0 when the tier is built: the
 #: generation's events (:data:`tiered_bccache.tiers._generation.EVENTS`), then ours.
 EVENTS = (*_generation.EVENTS, "generation_node_errors", "entry_not_bytes")
-
-
-Server = tuple[str, int] | str
-
-
-def parse_server(spec: str) -> Server:
-    """``"host:port"``, ``"[v6addr]:port"`` or a unix socket path, checked here so a
-    typo fails at construction rather than at the first page render."""
-    if not isinstance(spec, str):
-        raise ConfigurationError(f"servers: expected 'host:port', got {spec!r}")
-    if spec.startswith("/"):
-        return spec
-    match = _HOST_PORT.fullmatch(spec.strip())
-    if match is None:
-        raise ConfigurationError(
-            f"servers: {spec!r} is not 'host:port', '[ipv6]:port' or a socket path"
-        )
-    port = int(match["port"])
-    if not 0 < port < 65536:
-        raise ConfigurationError(f"servers: port {port} in {spec!r} is out of range")
-    return (match["v6"] or match["host"], port)
 
 
 class _RawBytes:
@@ -75,7 +48,7 @@ class _Reading(NamedTuple):
     number: int | None
 
 
-class MemcachedTier:
+class MemcachedTier(ServerTier):
     """Entries in memcached, shared by every host that points at the same servers.
 
     ``servers`` is one ``"host:port"``, a list of them (keys spread with pymemcache's
@@ -131,8 +104,8 @@ class MemcachedTier:
     number.
     """
 
-    remote = True
-    holds_objects: ClassVar[bool] = False
+    _protocol = "memcached"
+    _picklable_from = "server addresses"
 
     def __init__(
         self,
@@ -149,11 +122,7 @@ class MemcachedTier:
         dead_timeout: float = 10.0,
         generation_ttl: float = 2.0,
     ) -> None:
-        self.prefix, self.expire, self.generation_ttl = check_options(
-            prefix, expire, generation_ttl
-        )
-        self.connect_timeout = positive_number("connect_timeout", connect_timeout)
-        self.timeout = positive_number("timeout", timeout)
+        super().__init__(prefix, expire, generation_ttl, connect_timeout, timeout)
         item = positive_int_or_none("max_item_size", max_item_size)
         if item is None or item <= _ITEM_OVERHEAD:
             raise ConfigurationError(
@@ -173,75 +142,23 @@ class MemcachedTier:
             )
         self.retry_attempts = retry_attempts
         self.dead_timeout = positive_number("dead_timeout", dead_timeout)
-        self._servers: list[str] | None
-        self._parsed: list[Server] = []
-        self._client: Any = None
-        self._client_lock = threading.Lock()
-        self._closer: weakref.finalize[..., Any] | None = None
-        if isinstance(servers, str):
-            self._servers = [servers]
-        elif isinstance(servers, Sequence) and not isinstance(servers, (bytes, bytearray)):
-            self._servers = list(servers)
-            if not self._servers:
-                raise ConfigurationError("servers must name at least one server")
-        elif callable(getattr(servers, "get", None)) and callable(getattr(servers, "set", None)):
-            self._servers = None
-        else:
-            raise ConfigurationError(
-                f"servers: expected 'host:port', a list of them or a client, got {servers!r}"
-            )
-        if self._servers is not None:
-            self._parsed = [parse_server(s) for s in self._servers]
-            self._client = self._connect()
-            self.name = "memcached:" + ",".join(self._servers)
-        else:
-            self._client = servers
-            self.name = f"memcached:{type(servers).__name__}"
-        self._log = RateLimitedLog()
-        self._generation = Generation(
-            self.name, prefix, ttl=self.generation_ttl, events=EVENTS, log=self._log
+        given = given_addresses(
+            servers, "servers", "server", "'host:port', a list of them or a client"
         )
-        self._gen_key = self._generation.key
-        self.events = self._generation.events
+        listed = [given] if isinstance(given, str) else given
+        self._parsed: list[Server] = [parse_server(s) for s in listed or ()]
         #: node name -> time.monotonic() until which generation reads skip it
         self._down_until: dict[str, float] = {}
-        reset_in_forked_children(self)
+        name = "memcached:" + ",".join(listed) if listed else f"memcached:{type(servers).__name__}"
+        self._start(listed, servers, name, EVENTS)
 
-    @property
-    def client(self) -> Any:
-        """The pymemcache client: the one given, or ours (in a forked child, its own,
-        made on first use)."""
-        client = self._client
-        if client is None:
-            with self._client_lock:
-                if self._client is None:
-                    self._client = self._connect()
-                client = self._client
-        return client
+    # Named here for the API reference, which shows a class's own members.
+    client = ServerTier.client
+    generation = ServerTier.generation
+    key = ServerTier.key
+    clear = ServerTier.clear
 
-    def _connect(self) -> Any:
-        client = self._make_client(self._parsed)
-        # Connections we opened are closed when the tier goes away.
-        self._closer = weakref.finalize(self, client.close)
-        return client
-
-    def _forked(self) -> None:
-        """In a child just forked (its only thread): forget the parent's connections and
-        locks, and start over as a new tier would."""
-        # A thread of the parent may have held these locks at the fork; the child has no
-        # thread to release them.
-        self._client_lock = threading.Lock()
-        self._generation.lock = threading.Lock()
-        self._down_until = {}
-        if self._servers is None:
-            return
-        client, self._client = self._client, None
-        if self._closer is not None:
-            self._closer.detach()
-        if client is not None:
-            _close_inherited(client)
-
-    def _make_client(self, servers: list[Server]) -> Any:
+    def _open(self) -> tuple[Any, Callable[[], object]]:
         # Imported here, when a tier is built, not with the package: pymemcache brings in
         # socket and ssl (about 22 ms), which a worker without memcached never needs.
         from pymemcache.client.base import PooledClient
@@ -255,34 +172,37 @@ class MemcachedTier:
             "max_pool_size": self.max_pool_size,
             "serde": _RawBytes(),
         }
-        if len(servers) == 1:
-            return PooledClient(servers[0], **common)
-        return HashClient(
-            servers,
-            use_pooling=True,
-            retry_attempts=self.retry_attempts,
-            retry_timeout=1,
-            dead_timeout=self.dead_timeout,
-            ignore_exc=False,
-            **common,
-        )
-
-    def __repr__(self) -> str:
-        return f"MemcachedTier({self._servers!r}, prefix={self.prefix!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        if self._servers is None:
-            raise TypeError(
-                "a MemcachedTier built on a ready client cannot be pickled; pass server addresses"
+        if len(self._parsed) == 1:
+            client = PooledClient(self._parsed[0], **common)
+        else:
+            client = HashClient(
+                self._parsed,
+                use_pooling=True,
+                retry_attempts=self.retry_attempts,
+                retry_timeout=1,
+                dead_timeout=self.dead_timeout,
+                ignore_exc=False,
+                **common,
             )
-        return (_rebuild, (self._servers, rebuild_options(self)))
+        return client, client.close
+
+    def _forked(self) -> None:
+        super()._forked()
+        self._down_until = {}
+
+    def _inherited(self, client: Any) -> None:
+        """Close the child's copies of the sockets of ``client`` (ours: a PooledClient,
+        or a HashClient of them)."""
+        # close(2) drops only the child's descriptor: the parent's connection stays open
+        # and in use, where shutdown(2) would end it for both. The pools are read without
+        # their locks, which a thread of the parent may have held at the fork.
+        clients = getattr(client, "clients", None)
+        for pooled in clients.values() if isinstance(clients, dict) else [client]:
+            pool = pooled.client_pool
+            for each in (*pool.free, *pool.used):
+                each.close()
 
     # -- the namespace generation ------------------------------------------------------
-
-    def generation(self) -> str:
-        """The namespace generation in every key, re-read from the servers at most every
-        ``generation_ttl`` seconds; :meth:`clear` bumps it."""
-        return self._generation.get(self._fetch_generation)
 
     def _nodes(self) -> list[tuple[str, Any]]:
         """Every node's own client: a HashClient's per-server clients, or the one client.
@@ -368,6 +288,9 @@ class MemcachedTier:
                 self.events["generation_repaired"] += 1
         return settled
 
+    def _bump(self, target: int, force: bool) -> bool:
+        return self._write(self._read(self._live_nodes()), target, force=force)
+
     def _fetch_generation(self) -> str:
         """Read every live node, agree on the largest valid generation, and repair the
         nodes that hold anything else."""
@@ -385,11 +308,6 @@ class MemcachedTier:
                 )
             target = max(valid)
         return self._generation.agreed(target)
-
-    def key(self, key: str) -> str:
-        """The memcached key for ``key``: valid whatever ``key`` holds (at most 250 bytes,
-        printable ASCII without spaces)."""
-        return self._generation.entry_key(key, self.generation())
 
     # -- the Tier interface ------------------------------------------------------------
 
@@ -424,39 +342,8 @@ class MemcachedTier:
     def delete(self, key: str) -> None:
         self.client.delete(self.key(key), noreply=False)
 
-    def clear(self) -> None:
-        """Bump the generation on every live node: one past the agreed one. Clears racing
-        each other may make one bump, which clears for all of them."""
-        with self._generation.lock:
-            target, force = self._generation.bumped(self._fetch_generation())
-            for _ in range(ROUNDS):
-                if self._write(self._read(self._live_nodes()), target, force=force):
-                    break
-            else:
-                raise ConnectionError(
-                    f"memcached: could not bump {self._gen_key!r}: other writers kept racing"
-                )
-            self._generation.cleared(target)
-
     def close(self) -> None:
         """Close the connections (they are reopened on the next use)."""
         closer = getattr(self._client, "close", None)
         if callable(closer):
             closer()
-
-
-def _close_inherited(client: Any) -> None:
-    """Close the child's copies of the sockets of ``client`` (ours: a PooledClient, or a
-    HashClient of them), inherited from the parent at a fork."""
-    # close(2) drops only the child's descriptor: the parent's connection stays open and
-    # in use, where shutdown(2) would end it for both. The pools are read without their
-    # locks, which a thread of the parent may have held at the fork.
-    clients = getattr(client, "clients", None)
-    for pooled in clients.values() if isinstance(clients, dict) else [client]:
-        pool = pooled.client_pool
-        for each in (*pool.free, *pool.used):
-            each.close()
-
-
-def _rebuild(servers: list[str], options: dict[str, Any]) -> MemcachedTier:
-    return MemcachedTier(servers, **options)

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import re
-import threading
-import weakref
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..errors import ConfigurationError
-from ..stats import RateLimitedLog
 from . import _generation
-from ._fork import reset_in_forked_children
-from ._generation import ROUNDS, Generation, check_options, rebuild_options
+from ._generation import ROUNDS
+from ._server import ServerTier, given_addresses, parse_server, without_password
 from ._validate import positive_int_or_none, positive_number
-from .memcached import parse_server
 
 __all__ = ["EVENTS", "RedisTier"]
 
@@ -50,14 +45,12 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
 
-logger = logging.getLogger("tiered_bccache")
-
 
 def _wrong_type(exc: BaseException) -> bool:
     return str(exc).startswith("WRONGTYPE")
 
 
-class RedisTier:
+class RedisTier(ServerTier):
     """Entries in Redis, shared by every host that points at the same server or cluster.
 
     ``target`` is one of:
@@ -105,8 +98,8 @@ class RedisTier:
     or number, or when redis-py is not installed (``pip install tiered-bccache[redis]``).
     """
 
-    remote = True
-    holds_objects: ClassVar[bool] = False
+    _protocol = "redis"
+    _picklable_from = "a URL or nodes"
 
     def __init__(
         self,
@@ -122,11 +115,7 @@ class RedisTier:
         pool_timeout: float = 0.05,
         generation_ttl: float = 2.0,
     ) -> None:
-        self.prefix, self.expire, self.generation_ttl = check_options(
-            prefix, expire, generation_ttl
-        )
-        self.connect_timeout = positive_number("connect_timeout", connect_timeout)
-        self.timeout = positive_number("timeout", timeout)
+        super().__init__(prefix, expire, generation_ttl, connect_timeout, timeout)
         self.max_entry_size: int | None = positive_int_or_none("max_entry_size", max_entry_size)
         self.compress = bool(compress)
         limit = positive_int_or_none("max_connections", max_connections)
@@ -143,69 +132,43 @@ class RedisTier:
                 "RedisTier needs redis-py: pip install 'tiered-bccache[redis]'"
             ) from None
         self._redis = redis
-        self._target: str | list[str] | None
         self._nodes: list[tuple[str, int]] = []
-        self._client: Any = None
-        self._client_lock = threading.Lock()
-        self._closer: weakref.finalize[..., Any] | None = None
-        if isinstance(target, str):
-            if not target.startswith(SCHEMES):
+        given = given_addresses(
+            target, "target", "cluster node", "a redis:// URL, a list of cluster nodes or a client"
+        )
+        if isinstance(given, str):
+            if not given.startswith(SCHEMES):
                 raise ConfigurationError(
-                    f"target: {target!r} is not a redis://, rediss:// or unix:// URL (a "
+                    f"target: {given!r} is not a redis://, rediss:// or unix:// URL (a "
                     "cluster is a list of 'host:port')"
                 )
-            self._target = target
-            self._client = self._connect()
-            self.name = _without_password(target)
-        elif isinstance(target, Sequence) and not isinstance(target, (bytes, bytearray)):
-            self._target = list(target)
-            if not self._target:
-                raise ConfigurationError("target must name at least one cluster node")
-            for node in self._target:
+            name = without_password(given)
+        elif given is not None:
+            for node in given:
                 parsed = parse_server(node)
                 if isinstance(parsed, str):
                     raise ConfigurationError(
                         f"target: cluster nodes are 'host:port', got the path {node!r}"
                     )
                 self._nodes.append(parsed)
-            self.name = "redis-cluster:" + ",".join(self._target)
-        elif callable(getattr(target, "get", None)) and callable(getattr(target, "set", None)):
-            self._target = None
-            self._client = target
-            self.name = f"redis:{type(target).__name__}"
+            name = "redis-cluster:" + ",".join(given)
+        else:
+            name = f"redis:{type(target).__name__}"
             kwargs: object = getattr(target, "get_connection_kwargs", dict)()
             if isinstance(kwargs, dict) and kwargs.get("decode_responses"):
                 raise ConfigurationError(
                     "target: the client decodes responses; entries are bytes (build it "
                     "with decode_responses=False)"
                 )
-        else:
-            raise ConfigurationError(
-                f"target: expected a redis:// URL, a list of cluster nodes or a client, "
-                f"got {target!r}"
-            )
-        self._log = RateLimitedLog(logger)
-        self._generation = Generation(
-            self.name, prefix, ttl=self.generation_ttl, events=EVENTS, log=self._log
-        )
-        self._gen_key = self._generation.key
-        self.events = self._generation.events
-        reset_in_forked_children(self)
+        # A cluster's client is built on first use: building it asks a node for the
+        # cluster's layout, which a tier's constructor must not wait for.
+        self._start(given, target, name, EVENTS, now=isinstance(given, str))
 
-    def _forked(self) -> None:
-        """In a child just forked (its only thread): forget the parent's client and
-        locks; the child's own client is built on first use."""
-        # A thread of the parent may have held these locks at the fork; the child has no
-        # thread to release them.
-        self._client_lock = threading.Lock()
-        self._generation.lock = threading.Lock()
-        if self._target is None:
-            return
-        if self._closer is not None:
-            self._closer.detach()
-        # Dropped, not closed: redis-py closes a connection it finds in another process
-        # without shutdown(2), which leaves the parent's connection as it is.
-        self._client = None
+    # Named here for the API reference, which shows a class's own members.
+    client = ServerTier.client
+    generation = ServerTier.generation
+    key = ServerTier.key
+    clear = ServerTier.clear
 
     def _no_retry(self) -> Any:
         from redis.backoff import NoBackoff
@@ -213,40 +176,22 @@ class RedisTier:
 
         return Retry(NoBackoff(), 0)
 
-    def _make_client(self, url: str) -> Any:
-        pool = self._redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=self.max_connections,
-            timeout=self.pool_timeout,
-            socket_connect_timeout=self.connect_timeout,
-            socket_timeout=self.timeout,
-            retry=self._no_retry(),
-            decode_responses=False,
-        )
-        if pool.connection_kwargs.get("decode_responses"):
-            raise ConfigurationError(f"target: {url!r} asks for decoded responses; remove it")
-        return self._redis.Redis(connection_pool=pool)
-
-    @property
-    def client(self) -> Any:
-        """The redis-py client. A cluster's is built on first use: building it asks a
-        node for the cluster's layout, which a tier's constructor must not wait for. In
-        a forked child, the child's own is built on first use."""
-        client = self._client
-        if client is not None:
-            return client
-        with self._client_lock:
-            if self._client is None:
-                self._client = self._connect()
-            return self._client
-
-    def _connect(self) -> Any:
-        if isinstance(self._target, str):
-            client = self._make_client(self._target)
-            # Connections we opened are closed when the tier goes away (Redis.close()
-            # leaves a pool it was given open).
-            self._closer = weakref.finalize(self, client.connection_pool.disconnect)
-            return client
+    def _open(self) -> tuple[Any, Callable[[], object]]:
+        url = self._addresses
+        if isinstance(url, str):
+            pool = self._redis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=self.max_connections,
+                timeout=self.pool_timeout,
+                socket_connect_timeout=self.connect_timeout,
+                socket_timeout=self.timeout,
+                retry=self._no_retry(),
+                decode_responses=False,
+            )
+            if pool.connection_kwargs.get("decode_responses"):
+                raise ConfigurationError(f"target: {url!r} asks for decoded responses; remove it")
+            # The pool is ours to close: Redis.close() leaves a pool it was given open.
+            return self._redis.Redis(connection_pool=pool), pool.disconnect
         from redis.cluster import ClusterNode, RedisCluster
 
         cluster = RedisCluster(
@@ -267,26 +212,9 @@ class RedisTier:
             require_full_coverage=False,
             decode_responses=False,
         )
-        self._closer = weakref.finalize(self, cluster.close)
-        return cluster
-
-    def __repr__(self) -> str:
-        target = _without_password(self._target) if isinstance(self._target, str) else self._target
-        return f"RedisTier({target!r}, prefix={self.prefix!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        if self._target is None:
-            raise TypeError(
-                "a RedisTier built on a ready client cannot be pickled; pass a URL or nodes"
-            )
-        return (_rebuild, (self._target, rebuild_options(self)))
+        return cluster, cluster.close
 
     # -- the namespace generation ------------------------------------------------------
-
-    def generation(self) -> str:
-        """The namespace generation in every key, re-read from the server at most every
-        ``generation_ttl`` seconds; :meth:`clear` bumps it."""
-        return self._generation.get(self._fetch_generation)
 
     def _read(self) -> tuple[int | None, str]:
         """The generation at the key (None when missing or foreign) and the token a
@@ -308,6 +236,10 @@ class RedisTier:
     def _cas(self, token: str, target: int) -> bool:
         return bool(self.client.eval(_CAS, 1, self._gen_key, token, str(target)))
 
+    def _bump(self, target: int, force: bool) -> bool:
+        number, token = self._read()
+        return (number is not None and number >= target and not force) or self._cas(token, target)
+
     def _fetch_generation(self) -> str:
         """Read the generation; put ours back where it is missing or foreign."""
         for _ in range(ROUNDS):
@@ -321,10 +253,6 @@ class RedisTier:
         else:
             raise ConnectionError(f"redis did not keep the generation key {self._gen_key!r}")
         return self._generation.agreed(target)
-
-    def key(self, key: str) -> str:
-        """The Redis key for ``key``: short and printable whatever ``key`` holds."""
-        return self._generation.entry_key(key, self.generation())
 
     # -- the Tier interface ------------------------------------------------------------
 
@@ -369,30 +297,13 @@ class RedisTier:
         except self._redis.exceptions.TimeoutError as exc:
             raise _timeout(exc) from exc
 
-    def clear(self) -> None:
-        """Bump the generation: one past the current one. Clears racing each other may
-        make one bump, which clears for all of them."""
-        with self._generation.lock:
-            target, force = self._generation.bumped(self._fetch_generation())
-            for _ in range(ROUNDS):
-                number, token = self._read()
-                if number is not None and number >= target and not force:
-                    break
-                if self._cas(token, target):
-                    break
-            else:
-                raise ConnectionError(
-                    f"redis: could not bump {self._gen_key!r}: other writers kept racing"
-                )
-            self._generation.cleared(target)
-
     def server_stats(self) -> list[dict[str, Any]]:
         """The server's own figures, one dict per server (per master in a cluster):
         ``server``, ``used_memory``, ``maxmemory``, ``maxmemory_policy``,
         ``evicted_keys``, ``keyspace_hits``, ``keyspace_misses``, ``keys`` (all
         databases). Raises what the client raises when a server does not answer."""
         client = self.client
-        if self._target is not None and self._nodes:
+        if self._nodes:
             info = client.info(target_nodes=client.PRIMARIES)
             pairs = sorted(info.items()) if isinstance(info, dict) else []
         else:
@@ -426,7 +337,7 @@ class RedisTier:
         pool = getattr(client, "connection_pool", None)
         if pool is not None and hasattr(pool, "disconnect"):
             pool.disconnect()
-        elif callable(getattr(client, "close", None)) and self._target is None:
+        elif callable(getattr(client, "close", None)) and self._addresses is None:
             client.close()
         elif self._nodes:
             # A cluster client has no pool of its own; closing it drops its nodes'
@@ -439,12 +350,3 @@ def _timeout(exc: BaseException) -> TimeoutError:
     breaker at once on a TimeoutError (a hung server would otherwise cost a page a
     second timeout before the breaker opened)."""
     return TimeoutError(f"redis: {exc}")
-
-
-def _without_password(url: str) -> str:
-    """``url`` as it may appear in logs and stats: no password."""
-    return re.sub(r"//[^@/]*@", "//", url)
-
-
-def _rebuild(target: str | list[str], options: dict[str, Any]) -> RedisTier:
-    return RedisTier(target, **options)
