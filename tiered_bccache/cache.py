@@ -869,7 +869,10 @@ class TieredBytecodeCache(BytecodeCache):
                     continue
             counters.hits += 1
             bucket.code = code
-            if index:
+            if index == 1 and size and slots[0].objects and slots[0].breaker is None:
+                # The common walk, [memory, byte tier]: promote without _store's modes.
+                self._remember(slots[0], key, source, bucket.checksum, code, dependencies, size)
+            elif index:
                 # Promote: a memory tier weighs the entry by its marshalled size
                 # (``size``), a byte tier takes the entry as read.
                 self._store(
@@ -885,6 +888,30 @@ class TieredBytecodeCache(BytecodeCache):
                 )
             return size
         return None
+
+    def _remember(
+        self,
+        slot: _Slot,
+        key: str,
+        source: str | None,
+        checksum: str,
+        code: types.CodeType,
+        dependencies: Dependencies,
+        size: int,
+    ) -> None:
+        """Promote a hit into one memory tier: what :meth:`_store` does for it, and only
+        that (a memory tier has no breaker)."""
+        counters = slot.counters
+        if slot.max_entry_size is not None and size > slot.max_entry_size:
+            counters.skipped += 1
+            return
+        try:
+            slot.tier.set(key, (source, checksum, code, size, dependencies), size)
+        except Exception as exc:
+            self._failed(slot, "set", exc)
+            return
+        counters.writes += 1
+        counters.promotions += 1
 
     def _rejected(self, slot: _Slot, exc: EntryError) -> None:
         slot.counters.reject(exc.reason)

@@ -90,6 +90,9 @@ def _own_functions() -> dict[int, tuple[object, str]]:
 
 
 _OWN = _own_functions()
+#: The signature of each of Jinja's own functions, by id alone: ``_OWN`` holds every one
+#: of them, so no other object can ever have its id.
+_OWN_SIGNATURE = {key: sig for key, (_, sig) in _OWN.items()}
 
 
 #: Set by ``cache_from_string`` on the subclass it gives an environment: the class it
@@ -241,18 +244,23 @@ def compile_isolated(
 
 def dependencies_hold(env: Environment, dependencies: Dependencies) -> bool:
     """Whether ``env``'s filters and tests are what the compile that produced an entry
-    found (so code generation would write the same code here)."""
+    found (so code generation would write the same code here). This runs on every hit,
+    memory hits included: one of Jinja's own functions is recognised by its id alone,
+    and only other callables take :func:`signature`."""
     filter_deps, test_deps = dependencies
+    own = _OWN_SIGNATURE.get
     try:
         if filter_deps:
             find = env.filters.get
             for name, sig in filter_deps:
-                if signature(find(name)) != sig:
+                func = find(name)
+                if own(id(func)) != sig and signature(func) != sig:
                     return False
         if test_deps:
             find_test = env.tests.get
             for name, sig in test_deps:
-                if signature(find_test(name)) != sig:
+                func = find_test(name)
+                if own(id(func)) != sig and signature(func) != sig:
                     return False
     except Exception:  # a table that fails a lookup: compile, and let Jinja say why
         return False

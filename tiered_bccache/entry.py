@@ -27,8 +27,6 @@ MAC is checked before a byte of the payload is interpreted, and ``marshal`` only
 data this application's secret signed.
 """
 
-from __future__ import annotations
-
 import hmac
 import importlib.util
 import marshal

@@ -6,8 +6,6 @@ there would cost more than the hit. Under threads an increment can very rarely b
 decreasing, under threads.
 """
 
-from __future__ import annotations
-
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -219,7 +217,7 @@ class RateLimitedLog:
 
     __slots__ = ("_last", "_logger", "_suppressed", "interval")
 
-    def __init__(self, logger: logging.Logger | None = None, interval: float = 30.0) -> None:
+    def __init__(self, logger: "logging.Logger | None" = None, interval: float = 30.0) -> None:
         #: None: the ``tiered_bccache`` logger, looked up when first needed.
         self._logger = logger
         self.interval = interval
@@ -239,7 +237,7 @@ class RateLimitedLog:
         (self._logger or logger()).warning(message, *args)
 
 
-def logger() -> logging.Logger:
+def logger() -> "logging.Logger":
     """The ``tiered_bccache`` logger. ``logging`` is imported when something is first
     logged: it costs a process that never logs a quarter of what Jinja's import does."""
     import logging
