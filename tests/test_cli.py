@@ -27,6 +27,7 @@ from tiered_bccache import (
 )
 from tiered_bccache.benchkit.corpus import generate_corpus
 from tiered_bccache.cli import main
+from tiered_bccache.humanize import human_bytes
 from tiered_bccache.secret import ENV_VAR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -352,6 +353,41 @@ def test_stats_of_an_application_cache_shows_its_memory_tier(tmp_path: Path) -> 
     assert (memory["entries"], memory["max_entries"], memory["from_application"]) == (1, 7, True)
     assert report["tiers"][1]["entries"] == 1
     assert (report["counters"]["lookups"], report["counters"]["compiles"]) == (1, 1)
+
+
+def test_a_user_tier_that_describes_itself_shows_in_stats_and_clear(tmp_path: Path) -> None:
+    """A ByteTier subclass of the application's, with its own describe(): stats prints its
+    report (all of it in --json, the keys after name and kind in the text), and clear
+    says what it held from the entries and bytes it reports."""
+    (tmp_path / "webapp.py").write_text(
+        "from jinja2 import DictLoader, Environment\n"
+        "from tiered_bccache import ByteTier, TieredBytecodeCache\n"
+        "class DictTier(ByteTier):\n"
+        "    name = 'dict'\n"
+        "    def __init__(self): self.data = {}\n"
+        "    def get(self, key): return self.data.get(key)\n"
+        "    def set(self, key, value): self.data[key] = value\n"
+        "    def delete(self, key): self.data.pop(key, None)\n"
+        "    def clear(self): self.data.clear()\n"
+        "    def describe(self):\n"
+        "        size = sum(map(len, self.data.values()))\n"
+        "        return {'name': self.name, 'kind': 'dict', 'entries': len(self.data), "
+        "'bytes': size}\n"
+        f"cache = TieredBytecodeCache([DictTier()], secret={SECRET!r})\n"
+        "env = Environment(loader=DictLoader({'a.html': '{{ 1 }}'}), bytecode_cache=cache)\n"
+        "env.get_template('a.html')\n"
+    )
+    result = run_cli("stats", "webapp:env", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (tier,) = json.loads(result.stdout)["tiers"]
+    assert (tier["name"], tier["kind"], tier["entries"]) == ("dict", "dict", 1)
+    size = tier["bytes"]
+    assert size > 0
+    text = run_cli("stats", "webapp:env", cwd=tmp_path).stdout
+    assert f"1. dict\n   entries 1, bytes {size}\n" in text
+    clear = run_cli("clear", "webapp:env", cwd=tmp_path)
+    assert clear.returncode == 0, clear.stderr
+    assert clear.stdout == f"cleared dict: 1 entry, {human_bytes(size)}\n"
 
 
 # -- tune ------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from .cache import TieredBytecodeCache
-from .tiers.memory import MemoryTier
 
 __all__ = ["TieredCacheCollector"]
 
@@ -124,9 +123,10 @@ class TieredCacheCollector:
             labels=["tier"],
         )
         for tier, name in zip(self.cache.tiers, names, strict=True):
-            if isinstance(tier, MemoryTier):
-                entries.add_metric([name], len(tier))
-                weight.add_metric([name], tier.currsize)
+            if getattr(tier, "holds_objects", False):
+                memory: Any = tier  # the in-process tier: MemoryTier's len() and currsize
+                entries.add_metric([name], len(memory))
+                weight.add_metric([name], memory.currsize)
         yield entries
         yield weight
         for name, doc in _TOTALS:

@@ -1035,6 +1035,27 @@ def test_package_import_and_a_filesystem_hit_do_not_import_filelock(tmp_path: Pa
     assert outputs[1] == ""
 
 
+# -- what the command line reports -------------------------------------------------------
+
+
+def test_describe_reports_the_directory_its_entries_and_bytes_on_disk(tmp_path: Path) -> None:
+    """describe() gives what stats shows: the directory, entries and bytes as size() counts
+    them, max_bytes; probe() returns, since the directory is on this host."""
+    tier = FileSystemTier(tmp_path / "fs", max_bytes=10_000)
+    tier.set("a", b"x" * 100)
+    tier.set("b", b"y" * 30)
+    assert tier.describe() == {
+        "name": f"filesystem:{tmp_path / 'fs'}",
+        "kind": "filesystem",
+        "directory": str(tmp_path / "fs"),
+        "exists": True,
+        "entries": 2,
+        "bytes": 130,
+        "max_bytes": 10_000,
+    }
+    tier.probe()  # returns
+
+
 # -- pickling ----------------------------------------------------------------------------
 
 

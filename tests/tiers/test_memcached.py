@@ -371,6 +371,47 @@ def test_pickling_a_tier_on_a_ready_client_raises_type_error(memcached: Memcache
         client.close()
 
 
+# -- what the command line reports -----------------------------------------------------
+
+
+def test_describe_reports_the_generation_and_each_servers_own_stats(
+    memcached: MemcachedServer, mc_prefix: str
+) -> None:
+    """describe() gives what stats shows, in its order: the prefix, the generation in
+    use, reachable, and each server's stats; probe() returns while the server answers."""
+    tier = MemcachedTier(memcached.address, prefix=mc_prefix, timeout=1, connect_timeout=1)
+    tier.set("k", b"v")
+    tier.probe()
+    report = tier.describe()
+    assert list(report) == ["name", "kind", "prefix", "generation", "reachable", "servers"]
+    assert report["name"] == f"memcached:{memcached.address}"
+    assert (report["kind"], report["prefix"]) == ("memcached", mc_prefix)
+    assert report["generation"] == tier.generation()
+    assert report["reachable"] is True
+    servers: Any = report["servers"]
+    (server,) = servers
+    assert (server["server"], server["reachable"]) == (memcached.address, True)
+    assert server["curr_items"] >= 2 and server["limit_maxbytes"] > 0  # the entry and gen
+    assert {"bytes", "evictions", "get_hits", "get_misses"} <= set(server)
+
+
+def test_probe_raises_and_describe_reports_the_error_once_the_server_is_stopped(
+    memcached_private: MemcachedServer, mc_prefix: str
+) -> None:
+    """With the server killed, a tier's probe() raises what the client raises, and
+    describe() reports it under reachable and error instead of raising."""
+    memcached_private.stop()
+    tier = MemcachedTier(memcached_private.address, prefix=mc_prefix, connect_timeout=1)
+    with pytest.raises(ConnectionRefusedError):
+        tier.probe()
+    report = tier.describe()
+    assert (report["generation"], report["reachable"]) == (None, False)
+    assert str(report["error"]).startswith("ConnectionRefusedError")
+    assert report["servers"] == [
+        {"server": memcached_private.address, "reachable": False, "error": report["error"]}
+    ]
+
+
 # -- fork ------------------------------------------------------------------------------
 
 #: How long a forked child may run before the test kills it and fails.

@@ -243,3 +243,24 @@ def test_no_bound_at_all_raises_configuration_error_naming_both() -> None:
     with pytest.raises(ConfigurationError) as info:
         MemoryTier(None)
     assert "max_entries" in str(info.value) and "max_bytes" in str(info.value)
+
+
+# -- what the command line reports -----------------------------------------------------
+
+
+def test_describe_reports_the_count_weight_and_bounds_held_in_this_process() -> None:
+    """describe() gives what stats shows: entries, currsize, both bounds, this process only;
+    probe() returns, since nothing is out of reach."""
+    tier = MemoryTier(5, max_bytes=1000)
+    tier.set("a", "x", 100)
+    tier.set("b", "y", 30)
+    assert tier.describe() == {
+        "name": "memory",
+        "kind": "memory",
+        "entries": 2,
+        "currsize": 130,
+        "max_entries": 5,
+        "max_bytes": 1000,
+        "this_process_only": True,
+    }
+    tier.probe()  # returns

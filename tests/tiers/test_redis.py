@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -389,6 +390,39 @@ def test_server_stats_report_the_servers_figures(redis_server: RedisServer) -> N
     assert figures["used_memory"] > 0 and figures["keys"] >= 2
     assert figures["keyspace_hits"] >= 1
     assert {"maxmemory", "evicted_keys", "keyspace_misses"} <= set(figures)
+
+
+def test_describe_reports_the_generation_and_the_servers_figures(
+    redis_server: RedisServer,
+) -> None:
+    """describe() gives what stats shows, in its order: the prefix, the generation in use,
+    server_stats(), reachable; probe() returns while the server answers."""
+    prefix = new_prefix()
+    tier = tier_on(redis_server, prefix)
+    tier.set("k", b"v")
+    tier.probe()
+    report = tier.describe()
+    assert list(report) == ["name", "kind", "prefix", "generation", "servers", "reachable"]
+    assert (report["name"], report["kind"], report["prefix"]) == (redis_server.url, "redis", prefix)
+    assert report["generation"] == tier.generation()
+    assert report["reachable"] is True
+    servers: Any = report["servers"]
+    (figures,) = servers
+    assert figures["server"] == redis_server.url and figures["keys"] >= 2
+
+
+def test_probe_raises_and_describe_reports_the_error_once_the_server_is_stopped(
+    redis_private: RedisServer,
+) -> None:
+    """With the server killed, a tier's probe() raises what redis-py raises, and
+    describe() reports it under reachable and error instead of raising."""
+    redis_private.stop()
+    tier = tier_on(redis_private, new_prefix())
+    with pytest.raises(redis.exceptions.ConnectionError):
+        tier.probe()
+    report = tier.describe()
+    assert (report["generation"], report["servers"], report["reachable"]) == (None, [], False)
+    assert str(report["error"]).startswith("ConnectionError")
 
 
 def test_password_stays_out_of_the_name() -> None:

@@ -17,8 +17,6 @@ from ..errors import InsecureConfigurationError
 from ..secret import ENV_VAR, MIN_SECRET_BYTES
 from ..spec import SpecError, filesystem_options
 from ..tiers.filesystem import default_path
-from ..tiers.memcached import MemcachedTier
-from ..tiers.redis import RedisTier
 from .defaults import MEMCACHED_TIMEOUT, PLOT_HINT, REDIS_TIMEOUT
 from .errors import CommandError, describe_error, usage_error
 from .loading import load_cache
@@ -176,15 +174,18 @@ def filesystem_spec(spec: str) -> FileSystemSpec | None:
 
 
 def require_reachable(cache: TieredBytecodeCache) -> None:
-    """Fail fast, before any work, when a memcached or redis tier cannot be reached: the
-    cache would otherwise only count the failures and go on."""
+    """Fail fast, before any work, when a tier cannot be reached (its ``probe()`` raises:
+    a memcached or redis tier reads its namespace generation): the cache would otherwise
+    only count the failures and go on."""
     for tier in cache.tiers:
-        if not isinstance(tier, (MemcachedTier, RedisTier)):
+        probe = getattr(tier, "probe", None)
+        if not callable(probe):
             continue
         try:
-            tier.generation()  # reads it from the server
+            probe()
         except Exception as exc:
-            raise CommandError(f"{tier.name} is unreachable: {describe_error(exc)}") from exc
+            name = getattr(tier, "name", type(tier).__name__)
+            raise CommandError(f"{name} is unreachable: {describe_error(exc)}") from exc
 
 
 def plot_needs_matplotlib() -> CommandError:

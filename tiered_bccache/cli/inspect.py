@@ -1,6 +1,6 @@
-"""``tiered-bccache stats`` and ``clear``: what each tier holds now and emptying it. Both
-look into the tiers and their servers (memcached's and Redis's own statistics, the
-namespace generation), which lives here once."""
+"""``tiered-bccache stats`` and ``clear``: what each tier holds now and emptying it. Each
+tier describes itself (``describe()``, see :class:`~tiered_bccache.ByteTier`); what is
+printed is read from those reports, so a new tier needs no code here."""
 
 from __future__ import annotations
 
@@ -11,10 +11,6 @@ from typing import Any
 
 from ..cache import TieredBytecodeCache
 from ..humanize import counted, human_bytes
-from ..tiers.filesystem import FileSystemTier
-from ..tiers.memcached import MemcachedTier
-from ..tiers.memory import MemoryTier
-from ..tiers.redis import RedisTier
 from .common import (
     FileSystemSpec,
     filesystem_spec,
@@ -23,7 +19,7 @@ from .common import (
     require_reachable,
     write_json,
 )
-from .errors import describe_error, print_error
+from .errors import print_error
 
 __all__ = ["run_clear", "run_stats"]
 
@@ -54,15 +50,7 @@ def run_clear(args: argparse.Namespace) -> int:
     cache, absent = _load(args)
     if cache is not None:
         require_reachable(cache)
-    before: dict[int, str] = {}
-    for tier in cache.tiers if cache is not None else ():
-        if isinstance(tier, MemoryTier):
-            before[id(tier)] = f"{counted(len(tier), 'entry', 'entries')} (this process's memory)"
-        elif isinstance(tier, FileSystemTier):
-            entries, nbytes = tier.size()
-            before[id(tier)] = f"{counted(entries, 'entry', 'entries')}, {human_bytes(nbytes)}"
-        elif isinstance(tier, (MemcachedTier, RedisTier)):
-            before[id(tier)] = f"namespace generation {tier.generation()}"
+    before = {id(t): _describe(t) for t in (cache.tiers if cache is not None else ())}
     if cache is not None:
         cache.clear()
     errors = (
@@ -79,9 +67,12 @@ def run_clear(args: argparse.Namespace) -> int:
         if errors[id(tier)]:
             failed.append(name)
             continue
-        what = before.get(id(tier), "cleared")
-        if isinstance(tier, (MemcachedTier, RedisTier)):
-            what += f" -> {tier.generation()} (the old entries age out)"
+        report = before[id(tier)]
+        what = _holdings(report) or "cleared"
+        if report.get("generation") is not None:
+            # Read again: the clear bumped it.
+            after = _describe(tier).get("generation") or "unknown (unreachable)"
+            what += f" -> {after} (the old entries age out)"
         print(f"cleared {name}: {what}")
     for name in failed:
         print_error(f"could not clear {name} (see the warning above)")
@@ -132,95 +123,38 @@ def _tier_report(tier: Any, named: bool) -> dict[str, object]:
             "bytes": 0,
             "max_bytes": tier.max_bytes,
         }
-    name = str(getattr(tier, "name", type(tier).__name__))
-    if isinstance(tier, MemoryTier):
-        return {
-            "name": name,
-            "kind": "memory",
-            "entries": len(tier),
-            "currsize": tier.currsize,
-            "max_entries": tier.max_entries,
-            "max_bytes": tier.max_bytes,
-            "this_process_only": True,
-            "from_application": named,
-        }
-    if isinstance(tier, FileSystemTier):
-        entries, nbytes = tier.size()
-        return {
-            "name": name,
-            "kind": "filesystem",
-            "directory": tier.directory,
-            "exists": True,
-            "entries": entries,
-            "bytes": nbytes,
-            "max_bytes": tier.max_bytes,
-        }
-    if isinstance(tier, MemcachedTier):
-        return _memcached_report(tier, name)
-    if isinstance(tier, RedisTier):
-        return _redis_report(tier, name)
-    return {"name": name, "kind": type(tier).__name__}
-
-
-def _memcached_report(tier: MemcachedTier, name: str) -> dict[str, object]:
-    report: dict[str, object] = {"name": name, "kind": "memcached", "prefix": tier.prefix}
-    servers = _server_stats(tier)
-    down = [
-        f"{s['server']}: {s['error']}" if len(servers) > 1 else str(s["error"])
-        for s in servers
-        if not s["reachable"]
-    ]
-    try:
-        report["generation"] = tier.generation()
-    except Exception as exc:
-        report["generation"] = None
-        down = down or [describe_error(exc)]
-    report["reachable"] = not down
-    if down:
-        report["error"] = "; ".join(down)
-    report["servers"] = servers
+    report = _describe(tier)
+    if report.get("this_process_only"):
+        # Whose process: the application's module was imported here, or the tier is new.
+        report["from_application"] = named
     return report
 
 
-def _redis_report(tier: RedisTier, name: str) -> dict[str, object]:
-    report: dict[str, object] = {"name": name, "kind": "redis", "prefix": tier.prefix}
-    try:
-        report["generation"] = tier.generation()
-        report["servers"] = tier.server_stats()
-        report["reachable"] = True
-    except Exception as exc:
-        report.setdefault("generation", None)
-        report["servers"] = []
-        report["reachable"] = False
-        report["error"] = describe_error(exc)
+def _describe(tier: Any) -> dict[str, object]:
+    """The tier's own report (its name and type for a tier with the four methods only)."""
+    describe = getattr(tier, "describe", None)
+    report = dict(describe()) if callable(describe) else {}
+    report.setdefault("name", str(getattr(tier, "name", type(tier).__name__)))
+    report.setdefault("kind", type(tier).__name__)
     return report
 
 
-def _server_stats(tier: MemcachedTier) -> list[dict[str, object]]:
-    """The ``stats`` of every server of the tier, or the error that stopped it."""
-    wanted = (
-        "curr_items",
-        "bytes",
-        "limit_maxbytes",
-        "evictions",
-        "get_hits",
-        "get_misses",
-    )
-    clients = getattr(tier.client, "clients", None)  # a HashClient holds one per server
-    pairs = list(clients.items()) if isinstance(clients, dict) else [(tier.name, tier.client)]
-    out: list[dict[str, object]] = []
-    for server, client in pairs:
-        name = str(server).removeprefix("memcached:")
-        try:
-            raw = client.stats()
-        except Exception as exc:
-            out.append({"server": name, "reachable": False, "error": describe_error(exc)})
-            continue
-        values = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in raw.items()}
-        row: dict[str, object] = {"server": name, "reachable": True}
-        row.update({k: values.get(k) for k in wanted})
-        out.append(row)
-    return out
+def _holdings(report: dict[str, object]) -> str | None:
+    """What ``clear`` says a tier held, from the keys of its report every tier may give:
+    ``entries``, ``bytes``, ``generation``; None when it gives none of them."""
+    parts = []
+    entries = report.get("entries")
+    if isinstance(entries, int):
+        parts.append(counted(entries, "entry", "entries"))
+        nbytes = report.get("bytes")
+        if isinstance(nbytes, int):
+            parts.append(human_bytes(nbytes))
+    if "generation" in report:
+        parts.append(f"namespace generation {report['generation']}")
+    if not parts:
+        return None
+    where = " (this process's memory)" if report.get("this_process_only") else ""
+    return ", ".join(parts) + where
 
 
 # -- the text report --------------------------------------------------------------------------
@@ -246,6 +180,8 @@ def _print_stats(tiers: list[dict[str, Any]], counters: Any) -> None:
             _print_memcached(t)
         elif t["kind"] == "redis":
             _print_redis(t)
+        else:
+            _print_other(t)
     print()
     if counters is None:
         print("counters: none, no tier was built (every directory is missing)")
@@ -261,6 +197,13 @@ def _print_stats(tiers: list[dict[str, Any]], counters: Any) -> None:
     for t in counters.tiers:
         cells = " ".join(f"{getattr(t, c):>10}" for c in columns)
         print(f"  {t.name:<{width}} {cells}    {t.breaker}")
+
+
+def _print_other(t: dict[str, Any]) -> None:
+    """A kind of tier with no layout here: what its report gives beyond name and kind."""
+    shown = [f"{key} {value}" for key, value in t.items() if key not in ("name", "kind")]
+    if shown:
+        print(f"   {', '.join(shown)}")
 
 
 def _print_memory(t: dict[str, Any]) -> None:

@@ -14,7 +14,6 @@ from jinja2 import Environment, FileSystemLoader
 
 from ..cache import TieredBytecodeCache
 from ..humanize import counted
-from ..tiers.memory import MemoryTier
 from .common import CACHE_WAYS, load_cache_from_args, read_secret, require_reachable
 from .defaults import MEMCACHED_TIMEOUT, REDIS_TIMEOUT
 from .errors import CommandError, describe_error, print_error, usage_error
@@ -224,7 +223,7 @@ def _report(
             skips[name] = skips.get(name, 0) + 1
     for name, n in skips.items():
         print(f"note: {name} skipped {counted(n, 'template')}, too large for it")
-    if any(isinstance(t, MemoryTier) for t in cache.tiers):
+    if any(getattr(t, "holds_objects", False) for t in cache.tiers):
         print("note: a memory tier lives in one process: warming it has no lasting effect")
     if failed:
         print(f"failed to compile ({len(failed)}):")

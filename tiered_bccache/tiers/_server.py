@@ -1,7 +1,8 @@
 """What the tiers on servers (memcached, Redis) share beyond the namespace generation:
-addresses or a ready client, our client and its closing, forks, pickling, clearing. A
-tier subclasses :class:`ServerTier`, and implements its ``_open``, ``_fetch_generation``
-and ``_bump`` and the byte-tier methods with its own protocol."""
+addresses or a ready client, our client and its closing, forks, pickling, clearing,
+probing. A tier subclasses :class:`ServerTier`, and implements its ``_open``,
+``_fetch_generation`` and ``_bump``, the byte-tier methods with its own protocol, and
+``describe`` with its servers' own figures."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ from ._fork import reset_in_forked_children
 from ._generation import ROUNDS, Generation, check_options, rebuild_options
 from ._validate import positive_number
 
-__all__ = ["Server", "ServerTier", "given_addresses", "parse_server", "without_password"]
+__all__ = [
+    "Server",
+    "ServerTier",
+    "error_text",
+    "given_addresses",
+    "parse_server",
+    "without_password",
+]
 
 _HOST_PORT = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})"
@@ -66,6 +74,13 @@ def given_addresses(given: object, argument: str, one: str, expected: str) -> Ad
 def without_password(url: str) -> str:
     """``url`` as it may appear in logs and stats: no password."""
     return re.sub(r"//[^@/]*@", "//", url)
+
+
+def error_text(exc: BaseException) -> str:
+    """``TypeName: message``, or the type's name alone when the message is empty: how a
+    tier's ``describe`` reports a server that did not answer."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class ServerTier:
@@ -184,6 +199,12 @@ class ServerTier:
         """One round of a clear: ``target`` written over smaller generations (any, with
         ``force``); False when another writer came in between."""
         raise NotImplementedError
+
+    def probe(self) -> None:
+        """Read the namespace generation, as every lookup does: raises what the client
+        raises when no server answers. (One read within the last ``generation_ttl``
+        seconds is used instead: a probe of a new tier always asks the servers.)"""
+        self.generation()
 
     def key(self, key: str) -> str:
         """The key on the servers for ``key``: valid whatever ``key`` holds (at most 250

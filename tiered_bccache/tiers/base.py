@@ -2,7 +2,8 @@
 
 A byte tier stores opaque ``bytes`` under ``str`` keys. It knows nothing about Jinja,
 MACs or promotion: the cache hands it finished entries and verifies what comes back.
-Four methods make a tier; three optional attributes refine how the cache uses it.
+Four methods make a tier; optional attributes refine how the cache uses it, and two
+optional methods, ``describe`` and ``probe``, let the command line report on it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ class Tier(Protocol):
       circuit breaker in front of the tier.
     - ``max_entry_size`` (int or None): larger entries are skipped and counted.
     - ``compress`` (bool, default False): entries for this tier are zlib-compressed.
+
+    Optional methods, which the command line calls when present (:class:`ByteTier` has
+    both, with defaults; see there): ``describe()`` and ``probe()``.
     """
 
     def get(self, key: str) -> bytes | None: ...
@@ -42,8 +46,8 @@ class Tier(Protocol):
 
 
 class ByteTier:
-    """Convenience base for a user-written tier: the optional attributes with their
-    defaults. Subclass it and implement the four methods of :class:`Tier`::
+    """Convenience base for a user-written tier: the optional attributes and methods
+    with their defaults. Subclass it and implement the four methods of :class:`Tier`::
 
         class DictTier(ByteTier):
             name = "dict"
@@ -82,3 +86,22 @@ class ByteTier:
 
     def clear(self) -> None:
         raise NotImplementedError
+
+    def describe(self) -> dict[str, object]:
+        """What ``tiered-bccache stats`` shows of the tier (and ``--json`` prints): JSON
+        values under at least ``name`` and ``kind``. This default gives those two.
+
+        Some keys mean the same for every tier: ``entries`` and ``bytes`` (what it holds
+        now), ``generation`` (the namespace generation, for a tier that clears by bumping
+        one), ``this_process_only`` (True when what it holds lives in this process), and
+        ``reachable`` (False makes ``stats`` exit 1) with ``error`` saying why. ``clear``
+        prints ``entries`` and ``bytes`` as they were, and ``generation`` before and after.
+        A tier on servers reports a server that does not answer under ``reachable`` rather
+        than raising.
+        """
+        return {"name": self.name, "kind": type(self).__name__}
+
+    def probe(self) -> None:
+        """Raise, as the tier's calls would, when it cannot be reached: the command line
+        probes the tiers before it changes anything. A local tier returns at once, as
+        this default does."""

@@ -437,6 +437,25 @@ class FileSystemTier:
                 count += 1
         return count, total
 
+    def describe(self) -> dict[str, object]:
+        """What ``tiered-bccache stats`` shows: the directory, the entries and bytes on
+        disk (:meth:`size`), and ``max_bytes`` (see :meth:`ByteTier.describe
+        <tiered_bccache.ByteTier.describe>`)."""
+        entries, nbytes = self.size()
+        return {
+            "name": self.name,
+            "kind": "filesystem",
+            "directory": self.directory,
+            "exists": True,
+            "entries": entries,
+            "bytes": nbytes,
+            "max_bytes": self.max_bytes,
+        }
+
+    def probe(self) -> None:
+        """Return: the directory is on this host (a failure to read it is the calls' to
+        report)."""
+
 
 def _file_name(key: str) -> str:
     """``key`` itself when it is a safe file name, else ``sha256.`` and its digest. No

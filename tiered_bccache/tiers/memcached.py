@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from ..errors import ConfigurationError
 from . import _generation
 from ._generation import ROUNDS
-from ._server import Server, ServerTier, given_addresses, parse_server
+from ._server import Server, ServerTier, error_text, given_addresses, parse_server
 from ._validate import positive_int_or_none, positive_number
 
 # parse_server, from _server: the command line and the benchmarks import it from here.
@@ -157,6 +157,7 @@ class MemcachedTier(ServerTier):
     generation = ServerTier.generation
     key = ServerTier.key
     clear = ServerTier.clear
+    probe = ServerTier.probe
 
     def _open(self) -> tuple[Any, Callable[[], object]]:
         # Imported here, when a tier is built, not with the package: pymemcache brings in
@@ -341,6 +342,53 @@ class MemcachedTier(ServerTier):
 
     def delete(self, key: str) -> None:
         self.client.delete(self.key(key), noreply=False)
+
+    # -- what the command line reports --------------------------------------------------
+
+    def describe(self) -> dict[str, object]:
+        """What ``tiered-bccache stats`` shows (see :meth:`ByteTier.describe
+        <tiered_bccache.ByteTier.describe>`): the prefix, the namespace generation (None
+        when no server answers), ``reachable`` and, when not, ``error`` (each server
+        that failed, named when there are several), and under ``servers`` each server's
+        own ``stats`` (for the whole server, every prefix): ``curr_items``, ``bytes``,
+        ``limit_maxbytes``, ``evictions``, ``get_hits``, ``get_misses``, or its
+        ``error``."""
+        report: dict[str, object] = {"name": self.name, "kind": "memcached", "prefix": self.prefix}
+        servers = self._server_stats()
+        down = [
+            f"{s['server']}: {s['error']}" if len(servers) > 1 else str(s["error"])
+            for s in servers
+            if not s["reachable"]
+        ]
+        try:
+            report["generation"] = self.generation()
+        except Exception as exc:
+            report["generation"] = None
+            down = down or [error_text(exc)]
+        report["reachable"] = not down
+        if down:
+            report["error"] = "; ".join(down)
+        report["servers"] = servers
+        return report
+
+    def _server_stats(self) -> list[dict[str, object]]:
+        """The ``stats`` of every server, or the error that stopped it."""
+        wanted = ("curr_items", "bytes", "limit_maxbytes", "evictions", "get_hits", "get_misses")
+        clients = getattr(self.client, "clients", None)  # a HashClient holds one per server
+        pairs = list(clients.items()) if isinstance(clients, dict) else [(self.name, self.client)]
+        out: list[dict[str, object]] = []
+        for server, client in pairs:
+            name = str(server).removeprefix("memcached:")
+            try:
+                raw = client.stats()
+            except Exception as exc:
+                out.append({"server": name, "reachable": False, "error": error_text(exc)})
+                continue
+            values = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in raw.items()}
+            row: dict[str, object] = {"server": name, "reachable": True}
+            row.update({k: values.get(k) for k in wanted})
+            out.append(row)
+        return out
 
     def close(self) -> None:
         """Close the connections (they are reopened on the next use)."""

@@ -121,6 +121,22 @@ class MemoryTier:
         with self._lock:
             return key in self._lru
 
+    def describe(self) -> dict[str, object]:
+        """What ``tiered-bccache stats`` shows: the count and weight held in this process,
+        and the bounds (see :meth:`ByteTier.describe <tiered_bccache.ByteTier.describe>`)."""
+        return {
+            "name": self.name,
+            "kind": "memory",
+            "entries": len(self),
+            "currsize": self.currsize,
+            "max_entries": self.max_entries,
+            "max_bytes": self.max_bytes,
+            "this_process_only": True,
+        }
+
+    def probe(self) -> None:
+        """Return: the tier is in this process."""
+
 
 def _rebuild(max_entries: int | None, max_bytes: int | None) -> MemoryTier:
     return MemoryTier(max_entries, max_bytes=max_bytes)

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import ConfigurationError
 from . import _generation
 from ._generation import ROUNDS
-from ._server import ServerTier, given_addresses, parse_server, without_password
+from ._server import ServerTier, error_text, given_addresses, parse_server, without_password
 from ._validate import positive_int_or_none, positive_number
 
 __all__ = ["EVENTS", "RedisTier"]
@@ -169,6 +169,7 @@ class RedisTier(ServerTier):
     generation = ServerTier.generation
     key = ServerTier.key
     clear = ServerTier.clear
+    probe = ServerTier.probe
 
     def _no_retry(self) -> Any:
         from redis.backoff import NoBackoff
@@ -296,6 +297,23 @@ class RedisTier(ServerTier):
             self.client.delete(self.key(key))
         except self._redis.exceptions.TimeoutError as exc:
             raise _timeout(exc) from exc
+
+    def describe(self) -> dict[str, object]:
+        """What ``tiered-bccache stats`` shows (see :meth:`ByteTier.describe
+        <tiered_bccache.ByteTier.describe>`): the prefix, the namespace generation (None
+        when the server does not answer), :meth:`server_stats` under ``servers``,
+        ``reachable`` and, when not, ``error``."""
+        report: dict[str, object] = {"name": self.name, "kind": "redis", "prefix": self.prefix}
+        try:
+            report["generation"] = self.generation()
+            report["servers"] = self.server_stats()
+            report["reachable"] = True
+        except Exception as exc:
+            report.setdefault("generation", None)
+            report["servers"] = []
+            report["reachable"] = False
+            report["error"] = error_text(exc)
+        return report
 
     def server_stats(self) -> list[dict[str, Any]]:
         """The server's own figures, one dict per server (per master in a cluster):
