@@ -61,6 +61,7 @@ from .tiers.base import Tier
 from .tiers.filesystem import FileSystemTier
 from .tiers.memcached import MemcachedTier
 from .tiers.memory import MemoryTier
+from .tiers.sqlite import SQLiteTier
 
 if TYPE_CHECKING:
     from .tiers.redis import RedisTier
@@ -291,6 +292,7 @@ _PARSERS: dict[str, Callable[[str, str, _Timeouts], Tier]] = {
     **dict.fromkeys(("fs", "filesystem"), _filesystem),
     "memcached": _memcached,
     **dict.fromkeys(("redis", "rediss", "redis+unix", "redis+cluster"), _redis),
+    "sqlite": lambda spec, rest, timeouts: SQLiteTier.from_spec(spec),
 }
 
 
