@@ -25,6 +25,10 @@ lookup order, fastest first, which this module reads:
 ``redis+cluster://h1:port,h2:port``   a Redis Cluster, from any of its nodes
 ``redis://host:port/0;prefix=NAME``   the same ``;prefix=``, ``;timeout=``,
                                       ``;connect_timeout=`` options as memcached's
+``sqlite:/path/cache.db``             :class:`~tiered_bccache.tiers.sqlite.SQLiteTier`: one
+                                      SQLite file shared by the host's processes
+``sqlite:/path/db;max_entries=N``     ... pruned to the N most recent writes (also
+                                      ``;timeout=S``, the busy timeout)
 ===================================== =======================================================
 
 Sizes are a number of bytes with an optional suffix ``k``, ``M``, ``G`` (also ``KB``,
@@ -131,7 +135,7 @@ def parse_tier(
         raise SpecError(
             f"tier {spec!r}: unknown kind {kind!r}; expected memory[:...], fs[:PATH], "
             "memcached:HOST:PORT, redis://HOST:PORT/DB, rediss://HOST:PORT/DB, "
-            "redis+unix:///PATH or redis+cluster://HOST:PORT,..."
+            "redis+unix:///PATH, redis+cluster://HOST:PORT,... or sqlite:PATH"
         )
     try:
         return parser(text, rest, _Timeouts(memcached_timeout, redis_timeout))
@@ -141,11 +145,10 @@ def parse_tier(
         raise SpecError(f"tier {spec!r}: {exc}") from exc
 
 
-class _Timeouts(NamedTuple):
-    """The remote tiers' timeouts :func:`parse_tier` was given, for a spec setting none."""
-
-    memcached: float | None
-    redis: float | None
+#: The remote tiers' timeouts :func:`parse_tier` was given, for a spec setting none.
+#: (Functional form: with postponed annotations, a class form has typing compile each
+#: field's annotation in every process that reads a spec.)
+_Timeouts = NamedTuple("_Timeouts", [("memcached", float | None), ("redis", float | None)])  # noqa: UP014
 
 
 def _memory(spec: str, rest: str, timeouts: _Timeouts) -> MemoryTier:

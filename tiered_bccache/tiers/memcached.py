@@ -38,14 +38,18 @@ class _RawBytes:
         return value
 
 
-class _Reading(NamedTuple):
-    """What one node held at the generation key."""
-
-    node: str
-    client: Any
-    value: bytes | None
-    token: bytes | None
-    number: int | None
+#: What one node held at the generation key. (Functional form: with postponed
+#: annotations, a class form has typing compile each field's annotation at import.)
+_Reading = NamedTuple(  # noqa: UP014
+    "_Reading",
+    [
+        ("node", str),
+        ("client", Any),
+        ("value", bytes | None),
+        ("token", bytes | None),
+        ("number", int | None),
+    ],
+)
 
 
 class MemcachedTier(ServerTier):
