@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import marshal
 import os
 import time
 import types
-import weakref
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +15,10 @@ from jinja2.bccache import Bucket, BytecodeCache
 from .breaker import CircuitBreaker
 from .compiling import Dependencies, compile_isolated, dependencies_hold, own_class, variant
 from .entry import EntryCodec, source_digest
-from .errors import ConfigurationError, EntryError, TierError
-from .fingerprint import Fingerprinter, Unkeyable
+from .errors import ConfigurationError
+from .keys import EnvState, Keyring, compose, name_key, split_variant, with_variant
 from .secret import ENV_VAR, resolve_secret
+from .stack import Slot, TierStack
 from .stats import CacheStats, RateLimitedLog, TierCounters, logger, snapshot
 from .tiers._validate import positive_int_or_none, positive_number
 from .tiers.base import Tier
@@ -33,17 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["TieredBytecodeCache"]
 
 
-#: Beyond this many (name, filename) keys remembered for one environment, its memo
-#: starts over.
-_MAX_MEMO = 4096
 #: Beyond this many strings seen but not yet stored, the count of sightings starts over.
 _MAX_SIGHTINGS = 16384
-
-
-def _name_key(name: str, filename: str | None) -> str:
-    """The key part of a template name (and its file name, as Jinja's
-    ``BytecodeCache.get_cache_key`` joins them), for any name a loader may give."""
-    return source_digest(name if filename is None else f"{name}|{filename}")
 
 
 class _Bucket(Bucket):
@@ -55,7 +45,7 @@ class _Bucket(Bucket):
         environment: Environment,
         key: str,
         source: str | None,
-        slots: tuple[_Slot, ...],
+        slots: tuple[Slot, ...],
     ) -> None:
         self.environment = environment
         self.key = key
@@ -78,99 +68,6 @@ class _Bucket(Bucket):
     @checksum.setter
     def checksum(self, value: str) -> None:
         self._checksum = value
-
-
-class _EnvState:
-    """What the cache computed once for one environment, and what it checks on every
-    lookup to notice a setting changed after first use (filters and tests need no
-    check: every entry's dependencies are checked against the live tables)."""
-
-    __slots__ = (
-        "autoescape",
-        "base",
-        "binops",
-        "env_ref",
-        "extensions",
-        "finalize",
-        "fingerprint",
-        "is_async",
-        "keys",
-        "private",
-        "slots",
-        "unops",
-        "uncached",
-    )
-
-    def __init__(self, env: Environment, env_ref: weakref.ref[Environment]) -> None:
-        self.env_ref = env_ref
-        #: The environment's own class (not the one ``cache_from_string`` gives it).
-        self.base: type[Environment] = own_class(env)
-        self.fingerprint = ""
-        #: Some setting is not plain data: the fingerprint is a token of this
-        #: environment only, so its entries stay in this process's memory tiers.
-        self.private = False
-        #: The environment could not be read at all: Jinja compiles, nothing is stored.
-        self.uncached = False
-        self.slots: tuple[_Slot, ...] = ()
-        #: (name, filename, key context) -> key
-        self.keys: dict[tuple[str, str | None, str], str] = {}
-        self.extensions = len(env.extensions)
-        self.autoescape = env.autoescape
-        self.finalize = env.finalize
-        self.is_async = env.is_async
-        self.binops = getattr(env, "intercepted_binops", None)
-        self.unops = getattr(env, "intercepted_unops", None)
-
-    def matches(self, env: Environment) -> bool:
-        """Whether ``env`` still has the settings the fingerprint was computed from
-        (those users change after first use; others need ``cache.refresh``)."""
-        return (
-            self.env_ref() is env
-            and self.autoescape is env.autoescape
-            and self.finalize is env.finalize
-            and self.is_async is env.is_async
-            and self.extensions == len(env.extensions)
-            and self.binops is getattr(env, "intercepted_binops", None)
-            and self.unops is getattr(env, "intercepted_unops", None)
-        )
-
-    def flag(self, name: str | None) -> str | None:
-        """The per-template part of the key: ``"e"`` or ``"r"`` when autoescape is a
-        function of the template name (``select_autoescape``), empty when it is a bool;
-        None when the function raised (Jinja then raises it from its own compile)."""
-        autoescape = self.autoescape
-        if not callable(autoescape):
-            return ""
-        try:
-            return "e" if autoescape(name) else "r"
-        except Exception:
-            return None
-
-
-class _Slot:
-    """One tier as the cache drives it: its counters and, for a remote tier, a breaker."""
-
-    __slots__ = (
-        "breaker",
-        "compress",
-        "counters",
-        "lease",
-        "max_entry_size",
-        "name",
-        "objects",
-        "tier",
-    )
-
-    def __init__(self, tier: Any, name: str, breaker: CircuitBreaker | None) -> None:
-        self.tier = tier
-        self.name = name
-        self.objects = bool(getattr(tier, "holds_objects", False))
-        self.compress = bool(getattr(tier, "compress", False))
-        self.max_entry_size: int | None = getattr(tier, "max_entry_size", None)
-        self.breaker = breaker
-        lease = getattr(tier, "lease", None)
-        self.lease: Callable[[str], FileLock] | None = lease if callable(lease) else None
-        self.counters = TierCounters()
 
 
 class TieredBytecodeCache(BytecodeCache):
@@ -275,12 +172,10 @@ class TieredBytecodeCache(BytecodeCache):
         self._string_admission = string_admission
         if key_context is not None and not callable(key_context):
             raise ConfigurationError(f"key_context must be callable, got {key_context!r}")
-        self._key_context = key_context
         #: digest of a string -> times compiled here without being stored (bounded).
         self._sightings: dict[str, int] = {}
-        self.strict = bool(strict)
         self.lease_timeout = positive_number("lease_timeout", lease_timeout, allow_zero=True)
-        threshold = positive_int_or_none("breaker_threshold", breaker_threshold)
+        threshold = positive_int_or_none("breaker_threshold", breaker_threshold) or 2
         cooldown = positive_number("breaker_cooldown", breaker_cooldown)
         byte_tiers = [t for t in self._tiers if not getattr(t, "holds_objects", False)]
         key = resolve_secret(
@@ -290,26 +185,20 @@ class TieredBytecodeCache(BytecodeCache):
             allow_unsigned=bool(allow_unsigned),
             env_var=secret_env,
         )
-        self._codec = EntryCodec(key)
-        self._slots: tuple[_Slot, ...] = tuple(
-            _Slot(
-                tier,
-                _name(tier),
-                CircuitBreaker(failure_threshold=threshold or 2, cooldown=cooldown)
-                if getattr(tier, "remote", False)
-                else None,
-            )
-            for tier in self._tiers
-        )
-        self._lease_slot = next((s for s in self._slots if s.lease is not None), None)
-        #: Where the entries of an environment that must not leave the process go.
-        self._private_slots = tuple(s for s in self._slots if s.objects)
-        self._fingerprinter = Fingerprinter()
-        self._states: dict[int, _EnvState] = {}
-        #: Private environments get tokens of this cache object alone.
-        self._salt = os.urandom(8).hex()
-        self._private_count = 0
         self._log = RateLimitedLog()
+        self._stack = TierStack(
+            self._tiers,
+            [_name(t) for t in self._tiers],
+            EntryCodec(key),
+            lambda: CircuitBreaker(failure_threshold=threshold, cooldown=cooldown),
+            strict=bool(strict),
+            log=self._log,
+        )
+        self._slots = self._stack.slots
+        self._lease_slot = self._stack.lease_slot
+        self._keys = Keyring(self._slots, self._stack.private_slots, key_context, self._log)
+        #: Each environment's state, by id (the keyring's).
+        self._states = self._keys.states
         self._trace: TraceWriter | None = None
         self._reset_totals()
         if trace is not None:
@@ -346,120 +235,42 @@ class TieredBytecodeCache(BytecodeCache):
         """The tiers, in lookup order."""
         return self._tiers
 
+    @property
+    def strict(self) -> bool:
+        """Whether a tier's failure raises :class:`TierError` instead of being isolated."""
+        return self._stack.strict
+
+    @strict.setter
+    def strict(self, value: bool) -> None:
+        self._stack.strict = bool(value)
+
     # -- environments -------------------------------------------------------------------
-
-    def _state(self, env: Environment) -> _EnvState:
-        """The environment's state, computed again when it is missing or stale. Never
-        raises: an environment that cannot be read is compiled uncached."""
-        state = self._states.get(id(env))
-        if state is not None and state.matches(env):
-            return state
-        env_id = id(env)
-        # The weak reference forgets the environment when it goes away, so that a new
-        # object that happens to get the same id() is never served its predecessor's
-        # fingerprint. A state replaced by a refresh takes its reference with it.
-        fresh = _EnvState(env, weakref.ref(env, functools.partial(self._forget, env_id)))
-        try:
-            fresh.fingerprint = self._fingerprinter.fingerprint(env, fresh.base)
-            fresh.slots = self._slots
-        except Unkeyable as exc:
-            self._private_count += 1
-            fresh.private = True
-            # A token of this environment alone, as long as a fingerprint, never shared.
-            fresh.fingerprint = f"p{self._salt}{self._private_count:015x}"
-            fresh.slots = self._private_slots
-            self._log.warning(
-                "fingerprint:private",
-                "tiered_bccache: %s; this environment's entries stay in this process's "
-                "memory tiers",
-                exc,
-            )
-        except Exception as exc:
-            fresh.uncached = True
-            self._log.warning(
-                "fingerprint:uncached",
-                "tiered_bccache: cannot read the settings of a %s (%r); its templates "
-                "are compiled uncached",
-                type(env).__name__,
-                exc,
-            )
-        self._states[env_id] = fresh
-        return fresh
-
-    def _forget(self, env_id: int, ref: weakref.ref[Environment]) -> None:
-        state = self._states.get(env_id)
-        if state is not None and state.env_ref is ref:
-            del self._states[env_id]
 
     def refresh(self, environment: Environment) -> None:
         """Recompute ``environment``'s fingerprint after changing a setting that the
         per-lookup check does not see (it sees extensions added, and autoescape,
         finalize and async mode replaced; filters and tests need no refresh), or after
         patching the code of its classes in place."""
-        self._fingerprinter.forget(
-            own_class(environment),
-            environment.code_generator_class,
-            *(type(ext) for ext in environment.extensions.values()),
-        )
-        state = self._states.get(id(environment))
-        if state is not None and state.env_ref() is environment:
-            state.extensions = -1  # no longer matches: the next lookup recomputes
+        self._keys.refresh(environment)
 
     def fingerprint(self, environment: Environment) -> str:
         """The digest of ``environment``'s code-generation settings used in keys (a token
         of this environment alone when it is private, empty when it cannot be read)."""
-        return self._state(environment).fingerprint
-
-    def _tier_key(
-        self, state: _EnvState, env: Environment, name: str, filename: str | None
-    ) -> str | None:
-        """The key of template ``name`` for an environment with ``state``, remembered per
-        environment (the autoescape flag is that environment's answer for the name, the
-        context the ``key_context`` function's now); None when either raised."""
-        context = "" if self._key_context is None else self._context(env)
-        if context is None:
-            return None
-        memo = (name, filename, context)
-        key = state.keys.get(memo)
-        if key is None:
-            flag = state.flag(name)
-            if flag is None:
-                return None
-            if len(state.keys) >= _MAX_MEMO:
-                state.keys.clear()
-            key = f"{state.fingerprint}{flag}{context}-{_name_key(name, filename)}"
-            state.keys[memo] = key
-        return key
-
-    def _context(self, env: Environment) -> str | None:
-        """The ``key_context`` part of a key: ``"."`` and what the function answered
-        (letters and digits, at most 16), or a digest of anything else; empty for an
-        empty answer; None when the function raised."""
-        assert self._key_context is not None
-        try:
-            answer = self._key_context(env)
-        except Exception as exc:
-            self._log.warning(
-                "key_context", "tiered_bccache: key_context raised %r; compiling uncached", exc
-            )
-            return None
-        if not answer:
-            return ""
-        if len(answer) <= 16 and answer.isascii() and answer.isalnum():
-            return "." + answer
-        return "." + source_digest(str(answer))[:16]
+        return self._keys.state(environment).fingerprint
 
     def template_key(self, environment: Environment, name: str, filename: str | None = None) -> str:
         """The key a lookup of template ``name`` in ``environment`` uses first (the same in
         every tier; a variant key follows when another environment's entry is there
         first). Empty when the environment cannot be keyed."""
-        state = self._state(environment)
-        key = None if state.uncached else self._tier_key(state, environment, name, filename)
+        state = self._keys.state(environment)
+        key = (
+            None if state.uncached else self._keys.template_key(state, environment, name, filename)
+        )
         return key or ""
 
     def get_cache_key(self, name: str, filename: str | None = None) -> str:
         """Jinja's key for a template name, for names with lone surrogates too."""
-        return _name_key(name, filename)
+        return name_key(name, filename)
 
     def get_source_checksum(self, source: str) -> str:
         """Jinja's checksum of a source, for sources with lone surrogates too."""
@@ -476,9 +287,10 @@ class TieredBytecodeCache(BytecodeCache):
         ``bucket.code`` set and does not compile. A compile that raises raises as
         Jinja's own does. Under the template's lease when another process of the host
         may be compiling it (see the class docstring)."""
-        state = self._state(environment)
+        keys = self._keys
+        state = keys.state(environment)
         self.lookups += 1
-        key = None if state.uncached else self._tier_key(state, environment, name, filename)
+        key = None if state.uncached else keys.template_key(state, environment, name, filename)
         if key is None:
             # Jinja compiles and hands the bucket to set_bucket, which stores nothing.
             self.misses += 1
@@ -490,23 +302,23 @@ class TieredBytecodeCache(BytecodeCache):
             self.hits += 1
             bucket.code = code
             return bucket
-        size = self._load(bucket, source, start)
+        size = self._stack.load(bucket, source, start)
         if size is None and bucket.foreign is not None:
             size = self._variant(bucket, source)
             # Later lookups of this environment go to the variant at once.
-            state.keys[name, filename, _context_of(key, state.fingerprint)] = bucket.key
+            self._keys.remember(state, name, filename, bucket.key)
         if size is None:
-            fresh = self._recheck(environment, state)
+            fresh = self._keys.recheck(environment, state)
             if fresh is not state:
                 # A setting changed in place since the fingerprint: what is compiled now
                 # goes under the key of the settings it is compiled with.
-                state, key = fresh, self._tier_key(fresh, environment, name, filename)
+                state, key = fresh, self._keys.template_key(fresh, environment, name, filename)
                 if key is None or fresh.uncached:
                     self.misses += 1
                     self.uncached += 1
                     return _Bucket(environment, "", source, ())
                 bucket = _Bucket(environment, key, source, state.slots)
-                size = self._load(bucket, source)
+                size = self._stack.load(bucket, source)
         if size is None and self._lease_slot is not None and not state.private:
             size = self._compile_under_lease(bucket, state, name, filename, source)
         elif size is None:
@@ -554,27 +366,27 @@ class TieredBytecodeCache(BytecodeCache):
         Jinja generates from it writes its constants by their ``repr``."""
         text = source if isinstance(source, str) else repr(source)
         kind = "s" if isinstance(source, str) else "t"
-        state = self._state(environment)
+        state = self._keys.state(environment)
         self.string_lookups += 1
         flag = None if state.uncached else state.flag(None)
         if flag is None:
             self.string_misses += 1
             self.uncached += 1
             return own_class(environment).compile(environment, source)
-        context = "" if self._key_context is None else self._context(environment)
+        context = "" if self._keys.key_context is None else self._keys.context(environment)
         if context is None:
             self.string_misses += 1
             self.uncached += 1
             return own_class(environment).compile(environment, source)
         digest = source_digest(text)
-        key = f"{state.fingerprint}{flag}{context}-{kind}{digest}"
+        key = compose(state.fingerprint, flag, context, kind + digest)
         code, start = self._memory_hit(environment, key, text)
         if code is not None:
             self.string_hits += 1
             return code
         bucket = _Bucket(environment, key, text, state.slots)
         bucket.checksum = digest
-        size = self._load(bucket, text, start)
+        size = self._stack.load(bucket, text, start)
         if size is None and bucket.foreign is not None:
             size = self._variant(bucket, text)
             key = bucket.key
@@ -585,14 +397,14 @@ class TieredBytecodeCache(BytecodeCache):
                 _record(trace, key, size)
             return bucket.code
         self.string_misses += 1
-        fresh = self._recheck(environment, state)
+        fresh = self._keys.recheck(environment, state)
         if fresh is not state:
             # A setting changed in place since the fingerprint (see get_bucket).
             state = fresh
             if state.uncached:
                 self.uncached += 1
                 return own_class(environment).compile(environment, source)
-            key = f"{state.fingerprint}{flag}{context}-{kind}{digest}"
+            key = compose(state.fingerprint, flag, context, kind + digest)
         code, dependencies = self._isolated(environment, state, source, None, None, flag)
         if dependencies is None:
             return code  # Jinja's, uncached
@@ -609,7 +421,7 @@ class TieredBytecodeCache(BytecodeCache):
         self._sightings.pop(digest, None)
         raw = marshal.dumps((dependencies, code))
         self.string_compiles += 1
-        self._store(state.slots, key, text, digest, code, dependencies, raw, None)
+        self._stack.store(state.slots, key, text, digest, code, dependencies, raw, None)
         trace = self._trace
         if trace is not None:
             _record(trace, key, len(raw))
@@ -646,8 +458,10 @@ class TieredBytecodeCache(BytecodeCache):
         """Compile template ``name`` as a lookup in ``environment`` would and write it to
         every tier under the key such a lookup uses (what ``tiered-bccache warm``
         does); return the code. Raises what Jinja's compile raises."""
-        state = self._state(environment)
-        key = None if state.uncached else self._tier_key(state, environment, name, filename)
+        state = self._keys.state(environment)
+        key = (
+            None if state.uncached else self._keys.template_key(state, environment, name, filename)
+        )
         if key is None:
             self.uncached += 1
             return own_class(environment).compile(environment, source, name, filename)
@@ -666,14 +480,14 @@ class TieredBytecodeCache(BytecodeCache):
         miss). Works for Jinja's own buckets too; for those, a callable autoescape is
         keyed as unknown, since the template name is not known."""
         if not isinstance(bucket, _Bucket):
-            state = self._state(bucket.environment)
+            state = self._keys.state(bucket.environment)
             if state.uncached:
                 return
             bucket.slots = state.slots  # type: ignore[attr-defined]
             if "-" not in bucket.key:  # not already one of ours
                 flag = "?" if callable(state.autoescape) else ""
-                bucket.key = f"{state.fingerprint}{flag}-{bucket.key}"
-        if self._load(bucket, getattr(bucket, "source", None)) is not None:
+                bucket.key = compose(state.fingerprint, flag, "", bucket.key)
+        if self._stack.load(bucket, getattr(bucket, "source", None)) is not None:
             self.hits += 1
 
     def dump_bytecode(self, bucket: Bucket) -> None:
@@ -685,23 +499,7 @@ class TieredBytecodeCache(BytecodeCache):
             try:
                 slot.tier.clear()
             except Exception as exc:
-                self._failed(slot, "clear", exc)
-
-    def _recheck(self, env: Environment, state: _EnvState) -> _EnvState:
-        """Before a compile, the state of ``env`` as its settings are now: the same one
-        when its fingerprint still holds (a few microseconds against a compile's
-        milliseconds), else a new one. So a setting changed in place after first use
-        (``env.intercepted_binops = ...``, a policy) never puts code under the key of
-        the settings it was not compiled with."""
-        if state.private or state.uncached:
-            return state
-        try:
-            if self._fingerprinter.fingerprint(env, state.base) == state.fingerprint:
-                return state
-        except Exception:  # _state says what it cannot read
-            pass
-        state.extensions = -1  # no longer matches
-        return self._state(env)
+                self._stack.failed(slot, "clear", exc)
 
     def _variant(self, bucket: _Bucket, source: str) -> int | None:
         """The walk found an entry under the bucket's key compiled against other filters
@@ -710,13 +508,13 @@ class TieredBytecodeCache(BytecodeCache):
         the variant key of this environment's filters and tests under those names, and
         look there; a compile after a miss is stored there too, so the two never
         overwrite each other."""
-        base, variant_key, _ = bucket.key.partition("~")
+        base, variant_key = split_variant(bucket.key)
         if variant_key:
             # A variant this environment used before no longer fits (a filter replaced
             # since): the first writer's entry, under the base key, may.
             bucket.key = base
             bucket.foreign = None
-            size = self._load(bucket, source)
+            size = self._stack.load(bucket, source)
             if size is not None or bucket.foreign is None:
                 return size
         assert bucket.foreign is not None
@@ -724,15 +522,15 @@ class TieredBytecodeCache(BytecodeCache):
         bucket.foreign = None
         if suffix is None:
             return None  # a lookup failed: the compile will say why
-        bucket.key = f"{base}~{suffix}"
-        return self._load(bucket, source)
+        bucket.key = with_variant(base, suffix)
+        return self._stack.load(bucket, source)
 
     # -- compiling ------------------------------------------------------------------------
 
     def _isolated(
         self,
         env: Environment,
-        state: _EnvState,
+        state: EnvState,
         source: str | nodes.Template,
         name: str | None,
         filename: str | None,
@@ -762,7 +560,7 @@ class TieredBytecodeCache(BytecodeCache):
     def _compile(
         self,
         bucket: _Bucket,
-        state: _EnvState,
+        state: EnvState,
         name: str | None,
         filename: str | None,
         source: str,
@@ -777,237 +575,19 @@ class TieredBytecodeCache(BytecodeCache):
             return
         raw = marshal.dumps((dependencies, code))
         self.compiles += 1
-        self._store(
+        self._stack.store(
             bucket.slots, bucket.key, source, bucket.checksum, code, dependencies, raw, None
         )
         trace = self._trace
         if trace is not None:
             _record(trace, bucket.key, len(raw))
 
-    # -- the walk -------------------------------------------------------------------------
-
-    def _load(
-        self, bucket: Bucket, source: str | None, start: int = 0, *, again: bool = False
-    ) -> int | None:
-        """Walk the bucket's tiers from ``start``; on a hit fill ``bucket.code``, promote,
-        and return the entry size; on a miss return None. ``again`` marks a second look
-        in the same lookup: its misses and rejections were counted the first time."""
-        key = bucket.key
-        env = bucket.environment
-        slots: tuple[_Slot, ...] = getattr(bucket, "slots", self._slots)
-        for index in range(start, len(slots)):
-            slot = slots[index]
-            counters = slot.counters
-            breaker = slot.breaker
-            if breaker is not None and not breaker.allow():
-                counters.skipped += 1
-                continue
-            data: bytes | None = None
-            if slot.objects:
-                try:
-                    entry = slot.tier.get(key)
-                except Exception as exc:
-                    self._failed(slot, "get", exc, quiet=again)
-                    continue
-                if entry is None:
-                    counters.misses += 0 if again else 1
-                    continue
-                fresh = (
-                    entry[0] == source
-                    if source is not None and entry[0] is not None
-                    else entry[1] == bucket.checksum
-                )
-                if not fresh:
-                    if not again:
-                        counters.rejected_stale += 1
-                        counters.misses += 1
-                    continue
-                if not dependencies_hold(env, entry[4]):
-                    _foreign(bucket, entry[4])
-                    counters.misses += 0 if again else 1
-                    continue
-                code: types.CodeType = entry[2]
-                size: int = entry[3]
-                dependencies: Dependencies = entry[4]
-            else:
-                started = time.perf_counter_ns()
-                try:
-                    data = slot.tier.get(key)
-                    if data is not None:
-                        counters.bytes_read += len(data)
-                        code, dependencies, size = self._codec.decode_sized(
-                            key, bucket.checksum, data
-                        )
-                        if not dependencies_hold(env, dependencies):
-                            # Written by an environment whose filters or tests differ
-                            # where this template uses them: not this one's code.
-                            _foreign(bucket, dependencies)
-                            data = None
-                except EntryError as exc:
-                    # Something is stored under the key, but not an entry we wrote for
-                    # this source: a miss, never code that runs. The tier answered.
-                    if breaker is not None:
-                        breaker.success()
-                    if not again:
-                        self._rejected(slot, exc)
-                    continue
-                except Exception as exc:
-                    self._failed(slot, "get", exc, quiet=again)
-                    continue
-                except BaseException:
-                    # gevent's Timeout, KeyboardInterrupt: the call did not answer, so
-                    # let the next one probe rather than leave the breaker half-open.
-                    if breaker is not None:
-                        breaker.abandon()
-                    raise
-                finally:
-                    counters.latency.observe(time.perf_counter_ns() - started)
-                if breaker is not None:
-                    breaker.success()
-                if data is None:
-                    counters.misses += 0 if again else 1
-                    continue
-            counters.hits += 1
-            bucket.code = code
-            if index == 1 and size and slots[0].objects and slots[0].breaker is None:
-                # The common walk, [memory, byte tier]: promote without _store's modes.
-                self._remember(slots[0], key, source, bucket.checksum, code, dependencies, size)
-            elif index:
-                # Promote: a memory tier weighs the entry by its marshalled size
-                # (``size``), a byte tier takes the entry as read.
-                self._store(
-                    slots[:index],
-                    key,
-                    source,
-                    bucket.checksum,
-                    code,
-                    dependencies,
-                    None,
-                    data,
-                    size=size,
-                )
-            return size
-        return None
-
-    def _remember(
-        self,
-        slot: _Slot,
-        key: str,
-        source: str | None,
-        checksum: str,
-        code: types.CodeType,
-        dependencies: Dependencies,
-        size: int,
-    ) -> None:
-        """Promote a hit into one memory tier: what :meth:`_store` does for it, and only
-        that (a memory tier has no breaker)."""
-        counters = slot.counters
-        if slot.max_entry_size is not None and size > slot.max_entry_size:
-            counters.skipped += 1
-            return
-        try:
-            slot.tier.set(key, (source, checksum, code, size, dependencies), size)
-        except Exception as exc:
-            self._failed(slot, "set", exc)
-            return
-        counters.writes += 1
-        counters.promotions += 1
-
-    def _rejected(self, slot: _Slot, exc: EntryError) -> None:
-        slot.counters.reject(exc.reason)
-        slot.counters.misses += 1
-        if exc.reason != "stale":  # a changed template is routine, not news
-            self._log.warning(
-                f"{slot.name}:reject",
-                "tiered_bccache: %s rejected an entry: %s",
-                slot.name,
-                exc,
-            )
-
-    def _store(
-        self,
-        slots: Sequence[_Slot],
-        key: str,
-        source: str | None,
-        checksum: str,
-        code: types.CodeType,
-        dependencies: Dependencies,
-        raw: bytes | None,
-        data: bytes | None,
-        *,
-        size: int = 0,
-    ) -> None:
-        """Write one entry into ``slots``: the code object into memory tiers, an entry
-        into byte tiers. A fresh compile passes ``raw`` (the marshalled dependencies and
-        code); a promotion passes ``data`` (the entry as read from a lower tier, so it
-        is not encoded again) or, from a memory tier, neither, with ``size`` the
-        marshalled size. One tier failing never stops the others."""
-        promotion = raw is None
-        encoded: dict[bool, bytes] = {}
-        stored: types.CodeType | None = None
-        for slot in slots:
-            counters = slot.counters
-            value: Any
-            if slot.objects:
-                weight = len(raw) if raw is not None else size
-                if not weight:
-                    raw = marshal.dumps((dependencies, code))
-                    weight = len(raw)
-                if not promotion and raw is not None and stored is None:
-                    # marshal.dumps left a cached copy of the bytecode on every code
-                    # object of the freshly compiled template (CPython 3.11+ caches
-                    # co_code when it is read): 40% more memory than a loaded copy.
-                    stored = marshal.loads(raw)[1]
-                value = (
-                    source,
-                    checksum,
-                    stored if stored is not None else code,
-                    weight,
-                    dependencies,
-                )
-            else:
-                value = data if data is not None else encoded.get(slot.compress)
-                if value is None:
-                    if raw is None:
-                        raw = marshal.dumps((dependencies, code))
-                    value = self._codec.encode(key, checksum, raw, compress=slot.compress)
-                    encoded[slot.compress] = value
-                weight = len(value)
-            # Every reason to skip the tier comes before the breaker: a probe it hands
-            # out must be answered, or it stays half-open for good.
-            if slot.max_entry_size is not None and weight > slot.max_entry_size:
-                counters.skipped += 1
-                continue
-            breaker = slot.breaker
-            if breaker is not None and not breaker.allow():
-                counters.skipped += 1
-                continue
-            try:
-                if slot.objects:
-                    slot.tier.set(key, value, weight)
-                else:
-                    slot.tier.set(key, value)
-            except Exception as exc:
-                self._failed(slot, "set", exc)
-                continue
-            except BaseException:
-                if breaker is not None:
-                    breaker.abandon()
-                raise
-            if breaker is not None:
-                breaker.success()
-            if not slot.objects:
-                counters.bytes_written += weight
-            counters.writes += 1
-            if promotion:
-                counters.promotions += 1
-
     # -- the compile lease ----------------------------------------------------------------
 
     def _compile_under_lease(
         self,
         bucket: _Bucket,
-        state: _EnvState,
+        state: EnvState,
         name: str,
         filename: str | None,
         source: str,
@@ -1037,52 +617,19 @@ class TieredBytecodeCache(BytecodeCache):
                 except Timeout:
                     lock = None  # the holder is stuck: compile without it
         except Exception as exc:
-            self._failed(slot, "lease", exc)
+            self._stack.failed(slot, "lease", exc)
             lock = None
         if lock is None:
             self._compile(bucket, state, name, filename, source)
             return None
         try:
-            size = self._load(bucket, source, bucket.slots.index(slot), again=True)
+            size = self._stack.load(bucket, source, bucket.slots.index(slot), again=True)
             if size is not None:
                 return size
             self._compile(bucket, state, name, filename, source)
             return None
         finally:
             _release(lock)
-
-    # -- errors ---------------------------------------------------------------------------
-
-    def _failed(self, slot: _Slot, operation: str, exc: Exception, *, quiet: bool = False) -> None:
-        """Count and log a tier's failure and tell its breaker. ``quiet``: a second
-        failure within one lookup, already counted and logged; the breaker still hears
-        of it (a probe it handed out must be answered)."""
-        # A timeout means a hung server: open at once rather than pay a second one.
-        opened = slot.breaker is not None and slot.breaker.failure(
-            trip=isinstance(exc, TimeoutError)
-        )
-        if quiet:
-            return
-        slot.counters.errors += 1
-        if opened:
-            assert slot.breaker is not None
-            self._log.warning(
-                f"{slot.name}:breaker",
-                "tiered_bccache: %s is failing (%r); skipping it for %.1f s",
-                slot.name,
-                exc,
-                slot.breaker.cooldown,
-            )
-        else:
-            self._log.warning(
-                f"{slot.name}:{operation}",
-                "tiered_bccache: %s failed during %s: %r",
-                slot.name,
-                operation,
-                exc,
-            )
-        if self.strict:
-            raise TierError(slot.name, operation, exc) from exc
 
     # -- observability --------------------------------------------------------------------
 
@@ -1157,18 +704,6 @@ class TieredBytecodeCache(BytecodeCache):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _context_of(key: str, fingerprint: str) -> str:
-    """The ``key_context`` part of a key (``fingerprint flag context - name``)."""
-    middle = key[len(fingerprint) : key.index("-", len(fingerprint))]
-    dot = middle.find(".")
-    return middle[dot:] if dot >= 0 else ""
-
-
-def _foreign(bucket: Bucket, dependencies: Dependencies) -> None:
-    if getattr(bucket, "foreign", None) is None:
-        bucket.foreign = dependencies  # type: ignore[attr-defined]
 
 
 def _name(tier: object) -> str:
