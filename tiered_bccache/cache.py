@@ -18,7 +18,7 @@ from .entry import EntryCodec, source_digest
 from .errors import ConfigurationError
 from .keys import EnvState, Keyring, compose, name_key, split_variant, with_variant
 from .secret import ENV_VAR, resolve_secret
-from .stack import Slot, TierStack
+from .stack import Held, Slot, TierStack
 from .stats import CacheStats, RateLimitedLog, TierCounters, logger, snapshot
 from .tiers._validate import positive_int_or_none, positive_number
 from .tiers.base import Tier
@@ -439,17 +439,17 @@ class TieredBytecodeCache(BytecodeCache):
         first = self._slots[0]
         if not first.objects:
             return None, 0
-        entry = first.tier.get(key)
-        if entry is None:
+        held: Held | None = first.tier.get(key)
+        if held is None:
             first.counters.misses += 1
             return None, 1
-        if entry[0] != source or not dependencies_hold(env, entry[4]):
+        if held.source != source or not dependencies_hold(env, held.dependencies):
             return None, 0
         first.counters.hits += 1
         trace = self._trace
         if trace is not None:
-            _record(trace, key, entry[3])
-        code: types.CodeType = entry[2]
+            _record(trace, key, held.size)
+        code = held.code
         return code, 0
 
     def put(

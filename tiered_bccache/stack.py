@@ -29,7 +29,30 @@ from .stats import RateLimitedLog, TierCounters
 if TYPE_CHECKING:
     from filelock import FileLock  # imported when a lease is taken, not on a hit
 
-__all__ = ["Slot", "TierStack"]
+__all__ = ["Held", "Slot", "TierStack"]
+
+
+class Held:
+    """What a memory tier holds for a template: the code, ready to run, with what a hit
+    checks (the exact source, or its checksum when a bucket Jinja built carries no
+    source, and the filters and tests the compile found) and the marshalled size the
+    tier weighs it by."""
+
+    __slots__ = ("checksum", "code", "dependencies", "size", "source")
+
+    def __init__(
+        self,
+        source: str | None,
+        checksum: str,
+        code: types.CodeType,
+        size: int,
+        dependencies: Dependencies,
+    ) -> None:
+        self.source = source
+        self.checksum = checksum
+        self.code = code
+        self.size = size
+        self.dependencies = dependencies
 
 
 class Slot:
@@ -105,30 +128,30 @@ class TierStack:
             data: bytes | None = None
             if slot.objects:
                 try:
-                    entry = slot.tier.get(key)
+                    held: Held | None = slot.tier.get(key)
                 except Exception as exc:
                     self.failed(slot, "get", exc, quiet=again)
                     continue
-                if entry is None:
+                if held is None:
                     counters.misses += 0 if again else 1
                     continue
                 fresh = (
-                    entry[0] == source
-                    if source is not None and entry[0] is not None
-                    else entry[1] == bucket.checksum
+                    held.source == source
+                    if source is not None and held.source is not None
+                    else held.checksum == bucket.checksum
                 )
                 if not fresh:
                     if not again:
                         counters.rejected_stale += 1
                         counters.misses += 1
                     continue
-                if not dependencies_hold(env, entry[4]):
-                    _foreign(bucket, entry[4])
+                if not dependencies_hold(env, held.dependencies):
+                    _foreign(bucket, held.dependencies)
                     counters.misses += 0 if again else 1
                     continue
-                code: types.CodeType = entry[2]
-                size: int = entry[3]
-                dependencies: Dependencies = entry[4]
+                code: types.CodeType = held.code
+                size: int = held.size
+                dependencies: Dependencies = held.dependencies
             else:
                 started = time.perf_counter_ns()
                 try:
@@ -206,7 +229,7 @@ class TierStack:
             counters.skipped += 1
             return
         try:
-            slot.tier.set(key, (source, checksum, code, size, dependencies), size)
+            slot.tier.set(key, Held(source, checksum, code, size, dependencies), size)
         except Exception as exc:
             self.failed(slot, "set", exc)
             return
@@ -258,7 +281,7 @@ class TierStack:
                     # object of the freshly compiled template (CPython 3.11+ caches
                     # co_code when it is read): 40% more memory than a loaded copy.
                     stored = marshal.loads(raw)[1]
-                value = (
+                value = Held(
                     source,
                     checksum,
                     stored if stored is not None else code,
