@@ -24,7 +24,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.nativetypes import NativeEnvironment, NativeTemplate
 from jinja2.sandbox import SandboxedEnvironment
 
-import tiered_bccache.cache
+import tiered_bccache.admission
 from tests.conftest import SECRET, MemcachedServer
 from tiered_bccache import (
     ConfigurationError,
@@ -269,7 +269,7 @@ def test_many_one_off_strings_keep_the_tiers_empty_and_the_sightings_bounded(
 ) -> None:
     """Ten times more distinct one-off strings than the sightings bound: no tier grows and
     the count of sightings never exceeds its bound (shrunk here to keep the test short)."""
-    monkeypatch.setattr(tiered_bccache.cache, "_MAX_SIGHTINGS", 40)
+    monkeypatch.setattr(tiered_bccache.admission, "MAX_SIGHTINGS", 40)
     memory = MemoryTier()
     cache = make_cache([memory, FileSystemTier(tmp_path)])
     env = Environment(bytecode_cache=cache)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, Template, nodes
 from jinja2.bccache import Bucket, BytecodeCache
 
+from .admission import Admission
 from .breaker import CircuitBreaker
 from .compiling import Dependencies, compile_isolated, dependencies_hold, own_class, variant
 from .entry import EntryCodec, source_digest
@@ -30,10 +31,6 @@ if TYPE_CHECKING:
     from .trace import TraceWriter
 
 __all__ = ["TieredBytecodeCache"]
-
-
-#: Beyond this many strings seen but not yet stored, the count of sightings starts over.
-_MAX_SIGHTINGS = 16384
 
 
 class _Bucket(Bucket):
@@ -169,11 +166,11 @@ class TieredBytecodeCache(BytecodeCache):
             raise ConfigurationError(
                 f"string_admission must be a positive integer, got {string_admission!r}"
             )
-        self._string_admission = string_admission
+        self._admission = Admission(string_admission)
         if key_context is not None and not callable(key_context):
             raise ConfigurationError(f"key_context must be callable, got {key_context!r}")
-        #: digest of a string -> times compiled here without being stored (bounded).
-        self._sightings: dict[str, int] = {}
+        #: digest of a string -> times compiled here without being stored (the policy's).
+        self._sightings = self._admission.sightings
         self.lease_timeout = positive_number("lease_timeout", lease_timeout, allow_zero=True)
         threshold = positive_int_or_none("breaker_threshold", breaker_threshold) or 2
         cooldown = positive_number("breaker_cooldown", breaker_cooldown)
@@ -408,17 +405,12 @@ class TieredBytecodeCache(BytecodeCache):
         code, dependencies = self._isolated(environment, state, source, None, None, flag)
         if dependencies is None:
             return code  # Jinja's, uncached
-        sightings = self._sightings.get(digest, 0) + 1
-        if sightings < self._string_admission:
-            if len(self._sightings) >= _MAX_SIGHTINGS:
-                self._sightings.clear()
-            self._sightings[digest] = sightings
+        if not self._admission.admit(digest):
             self.strings_not_admitted += 1
             trace = self._trace
             if trace is not None:
                 _record(trace, key, 0)  # a lookup all the same; its size is not known
             return code
-        self._sightings.pop(digest, None)
         raw = marshal.dumps((dependencies, code))
         self.string_compiles += 1
         self._stack.store(state.slots, key, text, digest, code, dependencies, raw, None)
