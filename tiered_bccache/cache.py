@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import marshal
 import os
 import time
@@ -20,13 +21,11 @@ from .errors import ConfigurationError
 from .keys import EnvState, Keyring, compose, name_key, split_variant, with_variant
 from .secret import ENV_VAR, resolve_secret
 from .stack import Held, Slot, TierStack
-from .stats import CacheStats, RateLimitedLog, TierCounters, logger, snapshot
+from .stats import CacheStats, RateLimitedLog, TierCounters, snapshot
 from .tiers._validate import positive_int_or_none, positive_number
 from .tiers.base import Tier
 
 if TYPE_CHECKING:
-    from filelock import FileLock  # imported when a lease is taken, not on a hit
-
     from .tiers.filesystem import FileSystemTier
     from .trace import TraceWriter
 
@@ -317,7 +316,10 @@ class TieredBytecodeCache(BytecodeCache):
                 bucket = _Bucket(environment, key, source, state.slots)
                 size = self._stack.load(bucket, source)
         if size is None and self._lease_slot is not None and not state.private:
-            size = self._compile_under_lease(bucket, state, name, filename, source)
+            compile_here = functools.partial(self._compile, bucket, state, name, filename, source)
+            size = self._stack.under_lease(
+                bucket, source, compile_here, self._waited, self.lease_timeout
+            )
         elif size is None:
             self._compile(bucket, state, name, filename, source)
         if size is None:
@@ -574,54 +576,8 @@ class TieredBytecodeCache(BytecodeCache):
         if trace is not None:
             _record(trace, bucket.key, len(raw))
 
-    # -- the compile lease ----------------------------------------------------------------
-
-    def _compile_under_lease(
-        self,
-        bucket: _Bucket,
-        state: EnvState,
-        name: str,
-        filename: str | None,
-        source: str,
-    ) -> int | None:
-        """After a miss everywhere, make sure only one process of the host compiles the
-        template: take its lease (waiting at most ``lease_timeout`` for a holder), look
-        again (the holder has written its entry by now, unless its compile failed),
-        and on a second miss compile here, write through, and release the lease.
-
-        A compile that raises releases the lease at once, and the error reaches the
-        caller exactly as Jinja's own compile raises it. Returns the entry's size when
-        the second look hits, else None (compiled here, or without the lease when the
-        holder is stuck or the lease cannot be had)."""
-        from filelock import Timeout  # only a process that compiles pays for filelock
-
-        slot = self._lease_slot
-        assert slot is not None and slot.lease is not None
-        lock: FileLock | None = None
-        try:
-            lock = slot.lease(bucket.key)
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                self.lease_waits += 1
-                try:
-                    lock.acquire(timeout=self.lease_timeout, poll_interval=0.002)
-                except Timeout:
-                    lock = None  # the holder is stuck: compile without it
-        except Exception as exc:
-            self._stack.failed(slot, "lease", exc)
-            lock = None
-        if lock is None:
-            self._compile(bucket, state, name, filename, source)
-            return None
-        try:
-            size = self._stack.load(bucket, source, bucket.slots.index(slot), again=True)
-            if size is not None:
-                return size
-            self._compile(bucket, state, name, filename, source)
-            return None
-        finally:
-            _release(lock)
+    def _waited(self) -> None:
+        self.lease_waits += 1
 
     # -- observability --------------------------------------------------------------------
 
@@ -707,13 +663,6 @@ def _record(trace: TraceWriter, key: str, size: int) -> None:
         trace.record(key, size)
     except ValueError:  # closed by stop_trace in another thread since we looked
         pass
-
-
-def _release(lock: FileLock) -> None:
-    try:
-        lock.release(force=True)
-    except Exception as exc:  # a lock file removed under us: nothing left to release
-        logger().debug("tiered_bccache: releasing a compile lease failed: %r", exc)
 
 
 def _check_tiers(tiers: object, filesystem: type[FileSystemTier]) -> tuple[Tier, ...]:

@@ -24,7 +24,7 @@ from .breaker import CircuitBreaker
 from .compiling import Dependencies, dependencies_hold
 from .entry import EntryCodec
 from .errors import EntryError, TierError
-from .stats import RateLimitedLog, TierCounters
+from .stats import RateLimitedLog, TierCounters, logger
 
 if TYPE_CHECKING:
     from filelock import FileLock  # imported when a lease is taken, not on a hit
@@ -325,6 +325,54 @@ class TierStack:
             if promotion:
                 counters.promotions += 1
 
+    def under_lease(
+        self,
+        bucket: Bucket,
+        source: str | None,
+        compile_here: Callable[[], None],
+        waiting: Callable[[], None],
+        timeout: float,
+    ) -> int | None:
+        """After a miss everywhere, make sure only one process of the host compiles the
+        template: take its lease from the first tier offering one (waiting at most
+        ``timeout`` for a holder; ``waiting`` is told when it has to), look again (the
+        holder has written its entry by now, unless its compile failed), and on a
+        second miss ``compile_here`` (which writes through), then release the lease.
+
+        A compile that raises releases the lease at once, and the error reaches the
+        caller exactly as Jinja's own compile raises it. Returns the entry's size when
+        the second look hits, else None (compiled here, or without the lease when the
+        holder is stuck or the lease cannot be had)."""
+        from filelock import Timeout  # only a process that compiles pays for filelock
+
+        slot = self.lease_slot
+        assert slot is not None and slot.lease is not None
+        lock: FileLock | None = None
+        try:
+            lock = slot.lease(bucket.key)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                waiting()
+                try:
+                    lock.acquire(timeout=timeout, poll_interval=0.002)
+                except Timeout:
+                    lock = None  # the holder is stuck: compile without it
+        except Exception as exc:
+            self.failed(slot, "lease", exc)
+            lock = None
+        if lock is None:
+            compile_here()
+            return None
+        try:
+            size = self.load(bucket, source, bucket.slots.index(slot), again=True)  # type: ignore[attr-defined]
+            if size is not None:
+                return size
+            compile_here()
+            return None
+        finally:
+            _release(lock)
+
     def failed(self, slot: Slot, operation: str, exc: Exception, *, quiet: bool = False) -> None:
         """Count and log a tier's failure and tell its breaker. ``quiet``: a second
         failure within one lookup, already counted and logged; the breaker still hears
@@ -360,3 +408,10 @@ class TierStack:
 def _foreign(bucket: Bucket, dependencies: Dependencies) -> None:
     if getattr(bucket, "foreign", None) is None:
         bucket.foreign = dependencies  # type: ignore[attr-defined]
+
+
+def _release(lock: FileLock) -> None:
+    try:
+        lock.release(force=True)
+    except Exception as exc:  # a lock file removed under us: nothing left to release
+        logger().debug("tiered_bccache: releasing a compile lease failed: %r", exc)
