@@ -19,15 +19,15 @@ from .compiling import Dependencies, compile_isolated, dependencies_hold, own_cl
 from .entry import EntryCodec, source_digest
 from .errors import ConfigurationError
 from .keys import EnvState, Keyring, compose, name_key, split_variant, with_variant
+from .recorder import Recorder, record
 from .secret import ENV_VAR, resolve_secret
 from .stack import Held, Slot, TierStack
-from .stats import CacheStats, RateLimitedLog, TierCounters, snapshot
+from .stats import CacheStats, RateLimitedLog, TierCounters
 from .tiers._validate import positive_int_or_none, positive_number
 from .tiers.base import Tier
 
 if TYPE_CHECKING:
     from .tiers.filesystem import FileSystemTier
-    from .trace import TraceWriter
 
 __all__ = ["TieredBytecodeCache"]
 
@@ -195,8 +195,7 @@ class TieredBytecodeCache(BytecodeCache):
         self._keys = Keyring(self._slots, self._stack.private_slots, key_context, self._log)
         #: Each environment's state, by id (the keyring's).
         self._states = self._keys.states
-        self._trace: TraceWriter | None = None
-        self._reset_totals()
+        self._rec = Recorder()
         if trace is not None:
             self.start_trace(trace)
 
@@ -283,19 +282,19 @@ class TieredBytecodeCache(BytecodeCache):
         ``bucket.code`` set and does not compile. A compile that raises raises as
         Jinja's own does. Under the template's lease when another process of the host
         may be compiling it (see the class docstring)."""
-        keys = self._keys
+        keys, rec = self._keys, self._rec
         state = keys.state(environment)
-        self.lookups += 1
+        rec.lookups += 1
         key = None if state.uncached else keys.template_key(state, environment, name, filename)
         if key is None:
             # Jinja compiles and hands the bucket to set_bucket, which stores nothing.
-            self.misses += 1
-            self.uncached += 1
+            rec.misses += 1
+            rec.uncached += 1
             return _Bucket(environment, "", source, ())
         bucket = _Bucket(environment, key, source, state.slots)
         code, start = self._memory_hit(environment, key, source)
         if code is not None:
-            self.hits += 1
+            rec.hits += 1
             bucket.code = code
             return bucket
         size = self._stack.load(bucket, source, start)
@@ -310,25 +309,25 @@ class TieredBytecodeCache(BytecodeCache):
                 # goes under the key of the settings it is compiled with.
                 state, key = fresh, self._keys.template_key(fresh, environment, name, filename)
                 if key is None or fresh.uncached:
-                    self.misses += 1
-                    self.uncached += 1
+                    self._rec.misses += 1
+                    self._rec.uncached += 1
                     return _Bucket(environment, "", source, ())
                 bucket = _Bucket(environment, key, source, state.slots)
                 size = self._stack.load(bucket, source)
         if size is None and self._lease_slot is not None and not state.private:
             compile_here = functools.partial(self._compile, bucket, state, name, filename, source)
             size = self._stack.under_lease(
-                bucket, source, compile_here, self._waited, self.lease_timeout
+                bucket, source, compile_here, self._rec.waited, self.lease_timeout
             )
         elif size is None:
             self._compile(bucket, state, name, filename, source)
         if size is None:
-            self.misses += 1
+            self._rec.misses += 1
         else:
-            self.hits += 1
-            trace = self._trace
+            self._rec.hits += 1
+            trace = self._rec.trace
             if trace is not None:
-                _record(trace, key, size)
+                record(trace, key, size)
         return bucket
 
     def from_string(
@@ -366,22 +365,22 @@ class TieredBytecodeCache(BytecodeCache):
         text = source if isinstance(source, str) else repr(source)
         kind = "s" if isinstance(source, str) else "t"
         state = self._keys.state(environment)
-        self.string_lookups += 1
+        self._rec.string_lookups += 1
         flag = None if state.uncached else state.flag(None)
         if flag is None:
-            self.string_misses += 1
-            self.uncached += 1
+            self._rec.string_misses += 1
+            self._rec.uncached += 1
             return own_class(environment).compile(environment, source)
         context = "" if self._keys.key_context is None else self._keys.context(environment)
         if context is None:
-            self.string_misses += 1
-            self.uncached += 1
+            self._rec.string_misses += 1
+            self._rec.uncached += 1
             return own_class(environment).compile(environment, source)
         digest = source_digest(text)
         key = compose(state.fingerprint, flag, context, kind + digest)
         code, start = self._memory_hit(environment, key, text)
         if code is not None:
-            self.string_hits += 1
+            self._rec.string_hits += 1
             return code
         bucket = _Bucket(environment, key, text, state.slots)
         bucket.checksum = digest
@@ -390,35 +389,35 @@ class TieredBytecodeCache(BytecodeCache):
             size = self._variant(bucket, text)
             key = bucket.key
         if size is not None and bucket.code is not None:
-            self.string_hits += 1
-            trace = self._trace
+            self._rec.string_hits += 1
+            trace = self._rec.trace
             if trace is not None:
-                _record(trace, key, size)
+                record(trace, key, size)
             return bucket.code
-        self.string_misses += 1
+        self._rec.string_misses += 1
         fresh = self._keys.recheck(environment, state)
         if fresh is not state:
             # A setting changed in place since the fingerprint (see get_bucket).
             state = fresh
             if state.uncached:
-                self.uncached += 1
+                self._rec.uncached += 1
                 return own_class(environment).compile(environment, source)
             key = compose(state.fingerprint, flag, context, kind + digest)
         code, dependencies = self._isolated(environment, state, source, None, None, flag)
         if dependencies is None:
             return code  # Jinja's, uncached
         if not self._admission.admit(digest):
-            self.strings_not_admitted += 1
-            trace = self._trace
+            self._rec.strings_not_admitted += 1
+            trace = self._rec.trace
             if trace is not None:
-                _record(trace, key, 0)  # a lookup all the same; its size is not known
+                record(trace, key, 0)  # a lookup all the same; its size is not known
             return code
         raw = marshal.dumps((dependencies, code))
-        self.string_compiles += 1
+        self._rec.string_compiles += 1
         self._stack.store(state.slots, key, text, digest, code, dependencies, raw, None)
-        trace = self._trace
+        trace = self._rec.trace
         if trace is not None:
-            _record(trace, key, len(raw))
+            record(trace, key, len(raw))
         return code
 
     def _memory_hit(
@@ -440,9 +439,9 @@ class TieredBytecodeCache(BytecodeCache):
         if held.source != source or not dependencies_hold(env, held.dependencies):
             return None, 0
         first.counters.hits += 1
-        trace = self._trace
+        trace = self._rec.trace
         if trace is not None:
-            _record(trace, key, held.size)
+            record(trace, key, held.size)
         code = held.code
         return code, 0
 
@@ -457,7 +456,7 @@ class TieredBytecodeCache(BytecodeCache):
             None if state.uncached else self._keys.template_key(state, environment, name, filename)
         )
         if key is None:
-            self.uncached += 1
+            self._rec.uncached += 1
             return own_class(environment).compile(environment, source, name, filename)
         bucket = _Bucket(environment, key, source, state.slots)
         self._compile(bucket, state, name, filename, source)
@@ -482,7 +481,7 @@ class TieredBytecodeCache(BytecodeCache):
                 flag = "?" if callable(state.autoescape) else ""
                 bucket.key = compose(state.fingerprint, flag, "", bucket.key)
         if self._stack.load(bucket, getattr(bucket, "source", None)) is not None:
-            self.hits += 1
+            self._rec.hits += 1
 
     def dump_bytecode(self, bucket: Bucket) -> None:
         """Nothing, as :meth:`set_bucket`: only code the cache compiled is stored."""
@@ -540,9 +539,9 @@ class TieredBytecodeCache(BytecodeCache):
         except Exception as exc:
             isolated = exc
         finally:
-            self.compile_seconds += time.perf_counter() - started
+            self._rec.compile_seconds += time.perf_counter() - started
         code = state.base.compile(env, source, name, filename)  # raises as Jinja does
-        self.uncached += 1
+        self._rec.uncached += 1
         self._log.warning(
             "compile:uncached",
             "tiered_bccache: a template compiles in Jinja but not with the cache's "
@@ -568,76 +567,32 @@ class TieredBytecodeCache(BytecodeCache):
         if dependencies is None:
             return
         raw = marshal.dumps((dependencies, code))
-        self.compiles += 1
+        self._rec.compiles += 1
         self._stack.store(
             bucket.slots, bucket.key, source, bucket.checksum, code, dependencies, raw, None
         )
-        trace = self._trace
+        trace = self._rec.trace
         if trace is not None:
-            _record(trace, bucket.key, len(raw))
-
-    def _waited(self) -> None:
-        self.lease_waits += 1
+            record(trace, bucket.key, len(raw))
 
     # -- observability --------------------------------------------------------------------
 
-    def _reset_totals(self) -> None:
-        self.lookups = 0
-        self.hits = 0
-        self.misses = 0
-        self.compiles = 0
-        self.lease_waits = 0
-        self.string_lookups = 0
-        self.string_hits = 0
-        self.string_misses = 0
-        self.string_compiles = 0
-        self.strings_not_admitted = 0
-        self.uncached = 0
-        self.compile_seconds = 0.0
-
     def stats(self) -> CacheStats:
         """A snapshot of the counters of every tier and of the whole cache."""
-        return CacheStats(
-            tiers=tuple(
-                snapshot(
-                    s.name,
-                    s.counters,
-                    s.breaker.state if s.breaker is not None else "none",
-                    getattr(s.tier, "events", None),
-                )
-                for s in self._slots
-            ),
-            lookups=self.lookups,
-            hits=self.hits,
-            misses=self.misses,
-            compiles=self.compiles,
-            lease_waits=self.lease_waits,
-            string_lookups=self.string_lookups,
-            string_hits=self.string_hits,
-            string_misses=self.string_misses,
-            string_compiles=self.string_compiles,
-            strings_not_admitted=self.strings_not_admitted,
-            uncached=self.uncached,
-            compile_seconds=self.compile_seconds,
-        )
+        return self._rec.stats(self._slots)
 
     def reset_stats(self) -> None:
         """Start every counter from zero."""
         for slot in self._slots:
             slot.counters = TierCounters()
-        self._reset_totals()
+        self._rec.reset()
 
     def start_trace(self, path: str | os.PathLike[str]) -> None:
         """Record every lookup (key and entry size) to ``path`` until :meth:`stop_trace`."""
-        from .trace import TraceWriter  # only users who trace pay for the import
-
-        self.stop_trace()
-        self._trace = TraceWriter(path)
+        self._rec.start_trace(path)
 
     def stop_trace(self) -> None:
-        trace, self._trace = self._trace, None
-        if trace is not None:
-            trace.close()
+        self._rec.stop_trace()
 
     def close(self) -> None:
         """Stop tracing and close the tiers' connections."""
@@ -656,13 +611,6 @@ class TieredBytecodeCache(BytecodeCache):
 
 def _name(tier: object) -> str:
     return str(getattr(tier, "name", type(tier).__name__))
-
-
-def _record(trace: TraceWriter, key: str, size: int) -> None:
-    try:
-        trace.record(key, size)
-    except ValueError:  # closed by stop_trace in another thread since we looked
-        pass
 
 
 def _check_tiers(tiers: object, filesystem: type[FileSystemTier]) -> tuple[Tier, ...]:

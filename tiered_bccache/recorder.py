@@ -1,0 +1,113 @@
+"""What a cache counts as a whole, and its access trace.
+
+The tiers' own counters live on their slots (:mod:`tiered_bccache.stack`); a
+:class:`Recorder` holds the cache's: lookups, hits and misses of named templates and of
+strings, compiles, waits for a lease, what could not be cached, and the time compiles
+took, plus the trace (``tiered-bccache tune`` reads it) while one is recorded.
+Counters are plain attributes bumped without a lock, as the tiers' are (see
+:mod:`tiered_bccache.stats`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .stats import CacheStats, snapshot
+
+if TYPE_CHECKING:
+    from .stack import Slot
+    from .trace import TraceWriter
+
+__all__ = ["Recorder", "record"]
+
+
+class Recorder:
+    """The cache's counters (see :class:`~tiered_bccache.CacheStats` for what each
+    counts) and its trace."""
+
+    __slots__ = (
+        "compile_seconds",
+        "compiles",
+        "hits",
+        "lease_waits",
+        "lookups",
+        "misses",
+        "string_compiles",
+        "string_hits",
+        "string_lookups",
+        "string_misses",
+        "strings_not_admitted",
+        "trace",
+        "uncached",
+    )
+
+    def __init__(self) -> None:
+        self.trace: TraceWriter | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Every counter from zero (the trace goes on)."""
+        self.lookups = 0
+        self.hits = 0
+        self.misses = 0
+        self.compiles = 0
+        self.lease_waits = 0
+        self.string_lookups = 0
+        self.string_hits = 0
+        self.string_misses = 0
+        self.string_compiles = 0
+        self.strings_not_admitted = 0
+        self.uncached = 0
+        self.compile_seconds = 0.0
+
+    def waited(self) -> None:
+        """A lookup waited for another process's lease."""
+        self.lease_waits += 1
+
+    def stats(self, slots: Iterable[Slot]) -> CacheStats:
+        """A snapshot of these counters and of the tiers' in ``slots``."""
+        return CacheStats(
+            tiers=tuple(
+                snapshot(
+                    s.name,
+                    s.counters,
+                    s.breaker.state if s.breaker is not None else "none",
+                    getattr(s.tier, "events", None),
+                )
+                for s in slots
+            ),
+            lookups=self.lookups,
+            hits=self.hits,
+            misses=self.misses,
+            compiles=self.compiles,
+            lease_waits=self.lease_waits,
+            string_lookups=self.string_lookups,
+            string_hits=self.string_hits,
+            string_misses=self.string_misses,
+            string_compiles=self.string_compiles,
+            strings_not_admitted=self.strings_not_admitted,
+            uncached=self.uncached,
+            compile_seconds=self.compile_seconds,
+        )
+
+    def start_trace(self, path: str | os.PathLike[str]) -> None:
+        """Record every lookup (key and entry size) to ``path`` until :meth:`stop_trace`."""
+        from .trace import TraceWriter  # only users who trace pay for the import
+
+        self.stop_trace()
+        self.trace = TraceWriter(path)
+
+    def stop_trace(self) -> None:
+        trace, self.trace = self.trace, None
+        if trace is not None:
+            trace.close()
+
+
+def record(trace: TraceWriter, key: str, size: int) -> None:
+    """One lookup in ``trace`` (a trace stopped by another thread meanwhile is fine)."""
+    try:
+        trace.record(key, size)
+    except ValueError:  # closed by stop_trace in another thread since we looked
+        pass
