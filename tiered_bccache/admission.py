@@ -11,6 +11,8 @@ seen and not yet stored, it starts over.
 
 from __future__ import annotations
 
+from .errors import ConfigurationError
+
 __all__ = ["MAX_SIGHTINGS", "Admission"]
 
 #: Beyond this many strings seen but not yet stored, the count of sightings starts over.
@@ -23,6 +25,10 @@ class Admission:
     __slots__ = ("sightings", "threshold")
 
     def __init__(self, threshold: int) -> None:
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            raise ConfigurationError(
+                f"string_admission must be a positive integer, got {threshold!r}"
+            )
         self.threshold = threshold
         #: digest of a string -> times compiled here without being stored (bounded).
         self.sightings: dict[str, int] = {}

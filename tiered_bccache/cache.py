@@ -15,55 +15,24 @@ from jinja2.bccache import Bucket, BytecodeCache
 
 from .admission import Admission
 from .breaker import CircuitBreaker
-from .compiling import Dependencies, compile_isolated, dependencies_hold, own_class, variant
+from .compiling import Dependencies, compile_isolated, dependencies_hold, own_class
 from .entry import EntryCodec, source_digest
 from .errors import ConfigurationError
-from .keys import EnvState, Keyring, compose, name_key, split_variant, with_variant
+from .keys import EnvState, Keyring, compose, name_key
 from .recorder import Recorder, record
 from .secret import ENV_VAR, resolve_secret
-from .stack import Held, Slot, TierStack
+from .stack import Held, Lookup, TierStack
 from .stats import CacheStats, RateLimitedLog, TierCounters
 from .tiers._validate import positive_int_or_none, positive_number
-from .tiers.base import Tier
+from .tiers.base import Tier, check_tiers, tier_name
 
 if TYPE_CHECKING:
-    from .tiers.filesystem import FileSystemTier
+    pass
 
 __all__ = ["TieredBytecodeCache"]
 
-
-class _Bucket(Bucket):
-    """Jinja's bucket, with the source kept for the memory tier's exact comparison and the
-    checksum computed only when a byte tier needs it."""
-
-    def __init__(
-        self,
-        environment: Environment,
-        key: str,
-        source: str | None,
-        slots: tuple[Slot, ...],
-    ) -> None:
-        self.environment = environment
-        self.key = key
-        self.source = source
-        #: The tiers this bucket may use (memory only for a private environment).
-        self.slots = slots
-        self._checksum: str | None = None
-        self.code: types.CodeType | None = None
-        #: The dependencies of an entry found under the key but compiled against other
-        #: filters or tests (see :meth:`TieredBytecodeCache._variant`).
-        self.foreign: Dependencies | None = None
-
-    @property
-    def checksum(self) -> str:
-        if self._checksum is None:
-            assert self.source is not None
-            self._checksum = source_digest(self.source)
-        return self._checksum
-
-    @checksum.setter
-    def checksum(self, value: str) -> None:
-        self._checksum = value
+#: The name the lookup record had here before the stack took it.
+_Bucket = Lookup
 
 
 class TieredBytecodeCache(BytecodeCache):
@@ -143,7 +112,7 @@ class TieredBytecodeCache(BytecodeCache):
     ) -> None:
         from .tiers.filesystem import FileSystemTier  # host key files, shared directories
 
-        self._tiers = _check_tiers(tiers, FileSystemTier)
+        self._tiers = check_tiers(tiers, FileSystemTier)
         if not isinstance(secret_env, str) or not secret_env:
             raise ConfigurationError(f"secret_env must name a variable, got {secret_env!r}")
         self._options: dict[str, Any] = {
@@ -157,14 +126,6 @@ class TieredBytecodeCache(BytecodeCache):
             "string_admission": string_admission,
             "key_context": key_context,
         }
-        if (
-            isinstance(string_admission, bool)
-            or not isinstance(string_admission, int)
-            or string_admission < 1
-        ):
-            raise ConfigurationError(
-                f"string_admission must be a positive integer, got {string_admission!r}"
-            )
         self._admission = Admission(string_admission)
         if key_context is not None and not callable(key_context):
             raise ConfigurationError(f"key_context must be callable, got {key_context!r}")
@@ -177,14 +138,14 @@ class TieredBytecodeCache(BytecodeCache):
         key = resolve_secret(
             secret,
             key_file_dirs=[t.directory for t in byte_tiers if isinstance(t, FileSystemTier)],
-            unsigned_tiers=[_name(t) for t in byte_tiers if not isinstance(t, FileSystemTier)],
+            unsigned_tiers=[tier_name(t) for t in byte_tiers if not isinstance(t, FileSystemTier)],
             allow_unsigned=bool(allow_unsigned),
             env_var=secret_env,
         )
         self._log = RateLimitedLog()
         self._stack = TierStack(
             self._tiers,
-            [_name(t) for t in self._tiers],
+            [tier_name(t) for t in self._tiers],
             EntryCodec(key),
             lambda: CircuitBreaker(failure_threshold=threshold, cooldown=cooldown),
             strict=bool(strict),
@@ -290,8 +251,8 @@ class TieredBytecodeCache(BytecodeCache):
             # Jinja compiles and hands the bucket to set_bucket, which stores nothing.
             rec.misses += 1
             rec.uncached += 1
-            return _Bucket(environment, "", source, ())
-        bucket = _Bucket(environment, key, source, state.slots)
+            return Lookup(environment, "", source, ())
+        bucket = Lookup(environment, key, source, state.slots)
         code, start = self._memory_hit(environment, key, source)
         if code is not None:
             rec.hits += 1
@@ -299,7 +260,7 @@ class TieredBytecodeCache(BytecodeCache):
             return bucket
         size = self._stack.load(bucket, source, start)
         if size is None and bucket.foreign is not None:
-            size = self._variant(bucket, source)
+            size = self._stack.load_variant(bucket, source)
             # Later lookups of this environment go to the variant at once.
             self._keys.remember(state, name, filename, bucket.key)
         if size is None:
@@ -311,8 +272,8 @@ class TieredBytecodeCache(BytecodeCache):
                 if key is None or fresh.uncached:
                     self._rec.misses += 1
                     self._rec.uncached += 1
-                    return _Bucket(environment, "", source, ())
-                bucket = _Bucket(environment, key, source, state.slots)
+                    return Lookup(environment, "", source, ())
+                bucket = Lookup(environment, key, source, state.slots)
                 size = self._stack.load(bucket, source)
         if size is None and self._lease_slot is not None and not state.private:
             compile_here = functools.partial(self._compile, bucket, state, name, filename, source)
@@ -382,11 +343,11 @@ class TieredBytecodeCache(BytecodeCache):
         if code is not None:
             self._rec.string_hits += 1
             return code
-        bucket = _Bucket(environment, key, text, state.slots)
+        bucket = Lookup(environment, key, text, state.slots)
         bucket.checksum = digest
         size = self._stack.load(bucket, text, start)
         if size is None and bucket.foreign is not None:
-            size = self._variant(bucket, text)
+            size = self._stack.load_variant(bucket, text)
             key = bucket.key
         if size is not None and bucket.code is not None:
             self._rec.string_hits += 1
@@ -458,7 +419,7 @@ class TieredBytecodeCache(BytecodeCache):
         if key is None:
             self._rec.uncached += 1
             return own_class(environment).compile(environment, source, name, filename)
-        bucket = _Bucket(environment, key, source, state.slots)
+        bucket = Lookup(environment, key, source, state.slots)
         self._compile(bucket, state, name, filename, source)
         assert bucket.code is not None
         return bucket.code
@@ -494,30 +455,6 @@ class TieredBytecodeCache(BytecodeCache):
             except Exception as exc:
                 self._stack.failed(slot, "clear", exc)
 
-    def _variant(self, bucket: _Bucket, source: str) -> int | None:
-        """The walk found an entry under the bucket's key compiled against other filters
-        or tests than this environment's where the template uses them (two
-        environments alike but for a filter's calling convention). Move the bucket to
-        the variant key of this environment's filters and tests under those names, and
-        look there; a compile after a miss is stored there too, so the two never
-        overwrite each other."""
-        base, variant_key = split_variant(bucket.key)
-        if variant_key:
-            # A variant this environment used before no longer fits (a filter replaced
-            # since): the first writer's entry, under the base key, may.
-            bucket.key = base
-            bucket.foreign = None
-            size = self._stack.load(bucket, source)
-            if size is not None or bucket.foreign is None:
-                return size
-        assert bucket.foreign is not None
-        suffix = variant(bucket.environment, bucket.foreign)
-        bucket.foreign = None
-        if suffix is None:
-            return None  # a lookup failed: the compile will say why
-        bucket.key = with_variant(base, suffix)
-        return self._stack.load(bucket, source)
-
     # -- compiling ------------------------------------------------------------------------
 
     def _isolated(
@@ -552,7 +489,7 @@ class TieredBytecodeCache(BytecodeCache):
 
     def _compile(
         self,
-        bucket: _Bucket,
+        bucket: Lookup,
         state: EnvState,
         name: str | None,
         filename: str | None,
@@ -607,38 +544,6 @@ class TieredBytecodeCache(BytecodeCache):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _name(tier: object) -> str:
-    return str(getattr(tier, "name", type(tier).__name__))
-
-
-def _check_tiers(tiers: object, filesystem: type[FileSystemTier]) -> tuple[Tier, ...]:
-    if isinstance(tiers, (str, bytes)) or not isinstance(tiers, Sequence):
-        raise ConfigurationError(f"tiers must be a list of tiers, got {type(tiers).__name__}")
-    if not tiers:
-        raise ConfigurationError("tiers must name at least one tier")
-    seen: dict[int, int] = {}
-    directories: dict[str, int] = {}
-    for index, tier in enumerate(tiers):
-        if not isinstance(tier, Tier):
-            raise ConfigurationError(
-                f"tiers[{index}] is a {type(tier).__name__}, not a tier "
-                "(a tier has get, set, delete and clear methods)"
-            )
-        if id(tier) in seen:
-            raise ConfigurationError(
-                f"tiers[{index}] is the same object as tiers[{seen[id(tier)]}]"
-            )
-        seen[id(tier)] = index
-        if isinstance(tier, filesystem):
-            if tier.directory in directories:
-                first = directories[tier.directory]
-                raise ConfigurationError(
-                    f"tiers[{index}] uses the same directory as tiers[{first}]"
-                )
-            directories[tier.directory] = index
-    return tuple(tiers)
 
 
 def _rebuild(tiers: list[Tier], options: dict[str, Any]) -> TieredBytecodeCache:

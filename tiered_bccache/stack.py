@@ -21,15 +21,18 @@ from typing import TYPE_CHECKING, Any
 from jinja2.bccache import Bucket
 
 from .breaker import CircuitBreaker
-from .compiling import Dependencies, dependencies_hold
-from .entry import EntryCodec
+from .compiling import Dependencies, dependencies_hold, variant
+from .entry import EntryCodec, source_digest
 from .errors import EntryError, TierError
+from .keys import split_variant, with_variant
 from .stats import RateLimitedLog, TierCounters, logger
 
 if TYPE_CHECKING:
     from filelock import FileLock  # imported when a lease is taken, not on a hit
+    from jinja2 import Environment
 
-__all__ = ["Held", "Slot", "TierStack"]
+
+__all__ = ["Held", "Lookup", "Slot", "TierStack"]
 
 
 class Held:
@@ -53,6 +56,42 @@ class Held:
         self.code = code
         self.size = size
         self.dependencies = dependencies
+
+
+class Lookup(Bucket):
+    """One lookup: Jinja's bucket, with the source kept for the memory tier's exact
+    comparison, the checksum computed only when a byte tier needs it, the tiers the
+    environment may use, and an entry found under the key but compiled for other
+    filters or tests (``foreign``, see :meth:`TierStack.load_variant`)."""
+
+    def __init__(
+        self,
+        environment: Environment,
+        key: str,
+        source: str | None,
+        slots: tuple[Slot, ...],
+    ) -> None:
+        self.environment = environment
+        self.key = key
+        self.source = source
+        #: The tiers this bucket may use (memory only for a private environment).
+        self.slots = slots
+        self._checksum: str | None = None
+        self.code: types.CodeType | None = None
+        #: The dependencies of an entry found under the key but compiled against other
+        #: filters or tests (see :meth:`TieredBytecodeCache._variant`).
+        self.foreign: Dependencies | None = None
+
+    @property
+    def checksum(self) -> str:
+        if self._checksum is None:
+            assert self.source is not None
+            self._checksum = source_digest(self.source)
+        return self._checksum
+
+    @checksum.setter
+    def checksum(self, value: str) -> None:
+        self._checksum = value
 
 
 class Slot:
@@ -211,6 +250,30 @@ class TierStack:
                 )
             return size
         return None
+
+    def load_variant(self, bucket: Lookup, source: str | None) -> int | None:
+        """The walk found an entry under the bucket's key compiled against other filters
+        or tests than this environment's where the template uses them (two
+        environments alike but for a filter's calling convention). Move the bucket to
+        the variant key of this environment's filters and tests under those names, and
+        look there; a compile after a miss is stored there too, so the two never
+        overwrite each other."""
+        base, variant_key = split_variant(bucket.key)
+        if variant_key:
+            # A variant this environment used before no longer fits (a filter replaced
+            # since): the first writer's entry, under the base key, may.
+            bucket.key = base
+            bucket.foreign = None
+            size = self.load(bucket, source)
+            if size is not None or bucket.foreign is None:
+                return size
+        assert bucket.foreign is not None
+        suffix = variant(bucket.environment, bucket.foreign)
+        bucket.foreign = None
+        if suffix is None:
+            return None  # a lookup failed: the compile will say why
+        bucket.key = with_variant(base, suffix)
+        return self.load(bucket, source)
 
     def remember(
         self,

@@ -8,9 +8,15 @@ optional methods, ``describe`` and ``probe``, let the command line report on it.
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
-__all__ = ["ByteTier", "Tier"]
+from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .filesystem import FileSystemTier
+
+__all__ = ["ByteTier", "Tier", "check_tiers", "tier_name"]
 
 
 @runtime_checkable
@@ -105,3 +111,38 @@ class ByteTier:
         """Raise, as the tier's calls would, when it cannot be reached: the command line
         probes the tiers before it changes anything. A local tier returns at once, as
         this default does."""
+
+
+def tier_name(tier: object) -> str:
+    """How logs and stats name ``tier``."""
+    return str(getattr(tier, "name", type(tier).__name__))
+
+
+def check_tiers(tiers: object, filesystem: type[FileSystemTier]) -> tuple[Tier, ...]:
+    """``tiers`` as a cache takes them: a non-empty list of distinct tiers, no two
+    ``filesystem`` tiers on one directory; else :class:`ConfigurationError` naming it."""
+    if isinstance(tiers, (str, bytes)) or not isinstance(tiers, Sequence):
+        raise ConfigurationError(f"tiers must be a list of tiers, got {type(tiers).__name__}")
+    if not tiers:
+        raise ConfigurationError("tiers must name at least one tier")
+    seen: dict[int, int] = {}
+    directories: dict[str, int] = {}
+    for index, tier in enumerate(tiers):
+        if not isinstance(tier, Tier):
+            raise ConfigurationError(
+                f"tiers[{index}] is a {type(tier).__name__}, not a tier "
+                "(a tier has get, set, delete and clear methods)"
+            )
+        if id(tier) in seen:
+            raise ConfigurationError(
+                f"tiers[{index}] is the same object as tiers[{seen[id(tier)]}]"
+            )
+        seen[id(tier)] = index
+        if isinstance(tier, filesystem):
+            if tier.directory in directories:
+                first = directories[tier.directory]
+                raise ConfigurationError(
+                    f"tiers[{index}] uses the same directory as tiers[{first}]"
+                )
+            directories[tier.directory] = index
+    return tuple(tiers)
