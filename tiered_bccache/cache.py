@@ -19,7 +19,7 @@ from .compiling import Dependencies, compile_isolated, dependencies_hold, own_cl
 from .entry import EntryCodec, source_digest
 from .errors import ConfigurationError
 from .keys import EnvState, Keyring, compose, name_key
-from .recorder import Recorder, record
+from .recorder import Recorder
 from .secret import ENV_VAR, resolve_secret
 from .stack import Held, Lookup, TierStack
 from .stats import CacheStats, RateLimitedLog, TierCounters
@@ -286,9 +286,8 @@ class TieredBytecodeCache(BytecodeCache):
             self._rec.misses += 1
         else:
             self._rec.hits += 1
-            trace = self._rec.trace
-            if trace is not None:
-                record(trace, key, size)
+            if self._rec.trace is not None:
+                self._rec.record(key, size)
         return bucket
 
     def from_string(
@@ -351,9 +350,8 @@ class TieredBytecodeCache(BytecodeCache):
             key = bucket.key
         if size is not None and bucket.code is not None:
             self._rec.string_hits += 1
-            trace = self._rec.trace
-            if trace is not None:
-                record(trace, key, size)
+            if self._rec.trace is not None:
+                self._rec.record(key, size)
             return bucket.code
         self._rec.string_misses += 1
         fresh = self._keys.recheck(environment, state)
@@ -369,16 +367,14 @@ class TieredBytecodeCache(BytecodeCache):
             return code  # Jinja's, uncached
         if not self._admission.admit(digest):
             self._rec.strings_not_admitted += 1
-            trace = self._rec.trace
-            if trace is not None:
-                record(trace, key, 0)  # a lookup all the same; its size is not known
+            if self._rec.trace is not None:
+                self._rec.record(key, 0)  # a lookup all the same; its size is not known
             return code
         raw = marshal.dumps((dependencies, code))
         self._rec.string_compiles += 1
         self._stack.store(state.slots, key, text, digest, code, dependencies, raw, None)
-        trace = self._rec.trace
-        if trace is not None:
-            record(trace, key, len(raw))
+        if self._rec.trace is not None:
+            self._rec.record(key, len(raw))
         return code
 
     def _memory_hit(
@@ -400,9 +396,8 @@ class TieredBytecodeCache(BytecodeCache):
         if held.source != source or not dependencies_hold(env, held.dependencies):
             return None, 0
         first.counters.hits += 1
-        trace = self._rec.trace
-        if trace is not None:
-            record(trace, key, held.size)
+        if self._rec.trace is not None:
+            self._rec.record(key, held.size)
         code = held.code
         return code, 0
 
@@ -508,9 +503,8 @@ class TieredBytecodeCache(BytecodeCache):
         self._stack.store(
             bucket.slots, bucket.key, source, bucket.checksum, code, dependencies, raw, None
         )
-        trace = self._rec.trace
-        if trace is not None:
-            record(trace, bucket.key, len(raw))
+        if self._rec.trace is not None:
+            self._rec.record(bucket.key, len(raw))
 
     # -- observability --------------------------------------------------------------------
 

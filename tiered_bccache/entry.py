@@ -75,6 +75,11 @@ UNSIGNED_KEY = b"tiered_bccache unsigned entries: integrity only"
 _MAC_CONTEXT = "tiered_bccache 2026-12 entry MAC"
 
 
+def is_compressed(entry: bytes) -> bool:
+    """Whether an entry :meth:`EntryCodec.decode` accepted holds a compressed payload."""
+    return bool(entry[5] & FLAG_ZLIB)
+
+
 def source_digest(text: str) -> str:
     """The hex BLAKE3 digest of a template source or name (of :func:`source_bytes`):
     entries' checksums and cache keys."""

@@ -9,7 +9,7 @@ A key reads ``FINGERPRINT FLAG CONTEXT - TAIL [~ VARIANT]``:
   (``select_autoescape``), its answer for this name; ``?`` for a bucket Jinja built
   itself with such a function; empty otherwise;
 - ``CONTEXT``: ``.`` and what the cache's ``key_context`` function answered (at most 16
-  letters and digits as they are, else a digest), empty without one;
+  letters and digits as they are, else ``_`` and a digest), empty without one;
 - ``TAIL``: the digest of the template's name and file name, or ``s`` / ``t`` and the
   digest of a template string or of a parsed tree's ``repr``;
 - ``VARIANT``: a digest of the filters and tests of an environment that shares the
@@ -271,11 +271,14 @@ class Keyring:
 
     def context(self, env: Environment) -> str | None:
         """The ``CONTEXT`` part of a key: ``"."`` and what the function answered
-        (letters and digits, at most 16), or a digest of anything else; empty for an
-        empty answer; None when the function raised."""
+        (letters and digits, at most 16), or ``"._"`` and a digest of anything else (an
+        answer that is not a string, as its ``str``); empty for an empty answer; None
+        when the function raised."""
         assert self.key_context is not None
         try:
             answer = self.key_context(env)
+            if not isinstance(answer, str):
+                answer = str(answer)
         except Exception as exc:
             self._log.warning(
                 "key_context", "tiered_bccache: key_context raised %r; compiling uncached", exc
@@ -285,4 +288,5 @@ class Keyring:
             return ""
         if len(answer) <= 16 and answer.isascii() and answer.isalnum():
             return "." + answer
-        return "." + source_digest(str(answer))[:16]
+        # "_" is never part of an answer kept as it is: the two forms never meet.
+        return "._" + source_digest(answer)[:16]

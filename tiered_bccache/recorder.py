@@ -14,13 +14,13 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .stats import CacheStats, snapshot
+from .stats import CacheStats, logger, snapshot
 
 if TYPE_CHECKING:
     from .stack import Slot
     from .trace import TraceWriter
 
-__all__ = ["Recorder", "record"]
+__all__ = ["Recorder"]
 
 
 class Recorder:
@@ -104,10 +104,23 @@ class Recorder:
         if trace is not None:
             trace.close()
 
-
-def record(trace: TraceWriter, key: str, size: int) -> None:
-    """One lookup in ``trace`` (a trace stopped by another thread meanwhile is fine)."""
-    try:
-        trace.record(key, size)
-    except ValueError:  # closed by stop_trace in another thread since we looked
-        pass
+    def record(self, key: str, size: int) -> None:
+        """One lookup in the trace, if one is recorded. Never raises into a render: a
+        trace stopped by another thread meanwhile is fine, and a trace that cannot be
+        written (a full disk) is stopped, with one warning."""
+        trace = self.trace
+        if trace is None:
+            return
+        try:
+            trace.record(key, size)
+        except ValueError:  # closed by stop_trace in another thread since we looked
+            pass
+        except OSError as exc:
+            self.trace = None
+            logger().warning(
+                "tiered_bccache: the access trace cannot be written (%r); tracing stopped", exc
+            )
+            try:
+                trace.close()
+            except OSError:  # what is left in its buffer cannot be written either
+                pass

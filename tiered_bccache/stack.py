@@ -22,7 +22,7 @@ from jinja2.bccache import Bucket
 
 from .breaker import CircuitBreaker
 from .compiling import Dependencies, dependencies_hold, variant
-from .entry import EntryCodec, source_digest
+from .entry import EntryCodec, is_compressed, source_digest
 from .errors import EntryError, TierError
 from .keys import split_variant, with_variant
 from .stats import RateLimitedLog, TierCounters, logger
@@ -79,8 +79,11 @@ class Lookup(Bucket):
         self._checksum: str | None = None
         self.code: types.CodeType | None = None
         #: The dependencies of an entry found under the key but compiled against other
-        #: filters or tests (see :meth:`TieredBytecodeCache._variant`).
+        #: filters or tests (see :meth:`TierStack.load_variant`).
         self.foreign: Dependencies | None = None
+        #: The tiers (by position) whose failure this lookup has counted and logged: a
+        #: second look counts only a new one.
+        self.failures: set[int] = set()
 
     @property
     def checksum(self) -> str:
@@ -153,10 +156,12 @@ class TierStack:
     ) -> int | None:
         """Walk the bucket's tiers from ``start``; on a hit fill ``bucket.code``, promote,
         and return the entry size; on a miss return None. ``again`` marks a second look
-        in the same lookup: its misses and rejections were counted the first time."""
+        in the same lookup: its misses and rejections were counted the first time, and
+        so was a failure of a tier that failed then (``bucket.failures``)."""
         key = bucket.key
         env = bucket.environment
         slots: tuple[Slot, ...] = getattr(bucket, "slots", self.slots)
+        failures: set[int] = getattr(bucket, "failures", set())
         for index in range(start, len(slots)):
             slot = slots[index]
             counters = slot.counters
@@ -169,7 +174,8 @@ class TierStack:
                 try:
                     held: Held | None = slot.tier.get(key)
                 except Exception as exc:
-                    self.failed(slot, "get", exc, quiet=again)
+                    self.failed(slot, "get", exc, quiet=again and index in failures)
+                    failures.add(index)
                     continue
                 if held is None:
                     counters.misses += 0 if again else 1
@@ -214,7 +220,8 @@ class TierStack:
                         self.rejected(slot, exc)
                     continue
                 except Exception as exc:
-                    self.failed(slot, "get", exc, quiet=again)
+                    self.failed(slot, "get", exc, quiet=again and index in failures)
+                    failures.add(index)
                     continue
                 except BaseException:
                     # gevent's Timeout, KeyboardInterrupt: the call did not answer, so
@@ -352,7 +359,12 @@ class TierStack:
                     dependencies,
                 )
             else:
-                value = data if data is not None else encoded.get(slot.compress)
+                # An entry as read is passed on when it is compressed as this tier wants.
+                value = (
+                    data
+                    if data is not None and is_compressed(data) == slot.compress
+                    else encoded.get(slot.compress)
+                )
                 if value is None:
                     if raw is None:
                         raw = marshal.dumps((dependencies, code))
