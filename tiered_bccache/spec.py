@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .autoconfig import TIERS_ENV_VAR
 from .errors import ConfigurationError
+from .tiers._validate import seconds_option
 from .tiers.base import Tier
 from .tiers.filesystem import FileSystemTier
 from .tiers.memcached import MemcachedTier
@@ -196,16 +197,6 @@ def filesystem_options(rest: str) -> tuple[str | None, int | None]:
     return (os.path.expanduser(path) if path else None), max_bytes
 
 
-def _seconds(text: str, *, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise SpecError(f"{what}: {text!r} is not a positive number of seconds")
-    return value
-
-
 def _remote_options(options: list[str], timeout: float | None) -> dict[str, Any]:
     """``;prefix=NAME``, ``;timeout=S``, ``;connect_timeout=S`` as keyword arguments."""
     kwargs: dict[str, Any] = {}
@@ -216,7 +207,7 @@ def _remote_options(options: list[str], timeout: float | None) -> dict[str, Any]
         if name == "prefix" and eq:
             kwargs["prefix"] = value
         elif name in ("timeout", "connect_timeout") and eq:
-            kwargs[name] = _seconds(value, what=name)
+            kwargs[name] = seconds_option(name, value)
             if name == "timeout" and not any(o.startswith("connect_timeout=") for o in options):
                 kwargs["connect_timeout"] = kwargs[name]
         else:

@@ -23,3 +23,14 @@ def positive_number(name: str, value: object, *, allow_zero: bool = False) -> fl
         bound = "non-negative" if allow_zero else "positive"
         raise ConfigurationError(f"{name} must be {bound}, got {value!r}")
     return float(value)
+
+
+def seconds_option(name: str, text: str) -> float:
+    """A spec option's text as a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ConfigurationError(f"{name}: {text!r} is not a positive number of seconds")
+    return value

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, EntryError
 from ._fork import reset_in_forked_children
-from ._validate import positive_int_or_none, positive_number
+from ._validate import positive_int_or_none, positive_number, seconds_option
 from .base import ByteTier
 from .filesystem import _kind, _make_private_directories
 
@@ -148,7 +148,7 @@ class SQLiteTier(ByteTier):
                     raise ConfigurationError(f"max_entries: {value!r} is not a positive integer")
                 options[name] = int(value)
             elif name == "timeout":
-                options[name] = _seconds(value)
+                options[name] = seconds_option(name, value)
             else:
                 raise ConfigurationError(f"unknown option {name!r}; {_SPEC_FORM}")
             parts.pop()
@@ -386,13 +386,3 @@ def _create_private_file(path: str) -> None:
 
 def _key(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise ConfigurationError(f"timeout: {text!r} is not a positive number of seconds")
-    return value
