@@ -82,8 +82,9 @@ class Lookup(Bucket):
         #: filters or tests (see :meth:`TierStack.load_variant`).
         self.foreign: Dependencies | None = None
         #: The tiers (by position) whose failure this lookup has counted and logged: a
-        #: second look counts only a new one.
-        self.failures: set[int] = set()
+        #: second look counts only a new one. (A new set only when a tier fails: a
+        #: lookup allocates nothing it does not need.)
+        self.failures: frozenset[int] = frozenset()
 
     @property
     def checksum(self) -> str:
@@ -161,7 +162,7 @@ class TierStack:
         key = bucket.key
         env = bucket.environment
         slots: tuple[Slot, ...] = getattr(bucket, "slots", self.slots)
-        failures: set[int] = getattr(bucket, "failures", set())
+        failures: frozenset[int] = getattr(bucket, "failures", frozenset())
         for index in range(start, len(slots)):
             slot = slots[index]
             counters = slot.counters
@@ -175,7 +176,7 @@ class TierStack:
                     held: Held | None = slot.tier.get(key)
                 except Exception as exc:
                     self.failed(slot, "get", exc, quiet=again and index in failures)
-                    failures.add(index)
+                    failures = _failed_at(bucket, failures, index)
                     continue
                 if held is None:
                     counters.misses += 0 if again else 1
@@ -221,7 +222,7 @@ class TierStack:
                     continue
                 except Exception as exc:
                     self.failed(slot, "get", exc, quiet=again and index in failures)
-                    failures.add(index)
+                    failures = _failed_at(bucket, failures, index)
                     continue
                 except BaseException:
                     # gevent's Timeout, KeyboardInterrupt: the call did not answer, so
@@ -478,6 +479,13 @@ class TierStack:
             )
         if self.strict:
             raise TierError(slot.name, operation, exc) from exc
+
+
+def _failed_at(bucket: Bucket, failures: frozenset[int], index: int) -> frozenset[int]:
+    """Note on the bucket that the tier at ``index`` failed in this lookup."""
+    failures = failures | {index}
+    bucket.failures = failures  # type: ignore[attr-defined]
+    return failures
 
 
 def _foreign(bucket: Bucket, dependencies: Dependencies) -> None:
