@@ -18,8 +18,7 @@ from tiered_bccache.breaker import CircuitBreaker
 from tiered_bccache.compiling import Dependencies, compile_isolated
 from tiered_bccache.entry import EntryCodec, is_compressed, source_digest
 from tiered_bccache.keys import compose, name_key
-from tiered_bccache.stack import Held, TierStack
-from tiered_bccache.stack import Lookup as _Bucket
+from tiered_bccache.stack import Held, Lookup, TierStack
 from tiered_bccache.stats import RateLimitedLog
 
 SOURCE = "{% for x in items %}<li>{{ x|upper }}</li>{% endfor %}"
@@ -101,8 +100,8 @@ def compiled(
 
 def bucket_for(
     stack: TierStack, env: Environment | None = None, source: str = SOURCE, key: str = KEY
-) -> _Bucket:
-    return _Bucket(env or Environment(), key, source, stack.slots)
+) -> Lookup:
+    return Lookup(env or Environment(), key, source, stack.slots)
 
 
 def write_through(stack: TierStack, start: int = 0, env: Environment | None = None) -> bytes:

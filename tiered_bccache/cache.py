@@ -31,9 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TieredBytecodeCache"]
 
-#: The name the lookup record had here before the stack took it.
-_Bucket = Lookup
-
 
 class TieredBytecodeCache(BytecodeCache):
     """A Jinja bytecode cache over an ordered list of tiers, fastest first.
@@ -428,7 +425,7 @@ class TieredBytecodeCache(BytecodeCache):
         """Fill ``bucket.code`` from the first tier holding a valid entry (a no-op on a
         miss). Works for Jinja's own buckets too; for those, a callable autoescape is
         keyed as unknown, since the template name is not known."""
-        if not isinstance(bucket, _Bucket):
+        if not isinstance(bucket, Lookup):
             state = self._keys.state(bucket.environment)
             if state.uncached:
                 return
