@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigurationError, EntryError
 from ..stats import logger
+from ._files import kind_of, make_private_directories, not_a_regular_file, unlink
 from ._validate import positive_int_or_none
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class FileSystemTier:
         written (a tier whose every write fails would only log). A directory that turns
         read-only later is still read (see the fault tests)."""
         try:
-            _make_private_directories(self.directory)
+            make_private_directories(self.directory)
         except FileExistsError:
             if not os.path.isdir(self.directory):
                 raise ConfigurationError(
@@ -177,14 +178,14 @@ class FileSystemTier:
         except OSError as exc:
             # ELOOP (a symlink, with O_NOFOLLOW), ENXIO (a socket) and the like say
             # what is at the path; lstat tells a planted file from a failing directory.
-            kind = _not_a_regular_file(path)
+            kind = not_a_regular_file(path)
             if kind is None:
                 raise
             raise EntryError("format", f"{path} is {kind}, not an entry file") from exc
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise EntryError("format", f"{path} is {_kind(st.st_mode)}, not an entry file")
+                raise EntryError("format", f"{path} is {kind_of(st.st_mode)}, not an entry file")
             data = os.read(fd, st.st_size)
             if self.max_bytes is not None and time.time() - st.st_mtime > self.touch_interval:
                 self._touch(fd, path)
@@ -215,7 +216,7 @@ class FileSystemTier:
             # and never writes through it.
             os.replace(tmp, final)
         except BaseException:
-            _unlink(tmp)
+            unlink(tmp)
             raise
         if self._prune_every is not None:
             self._written += len(value)
@@ -235,13 +236,13 @@ class FileSystemTier:
                 view = view[os.write(fd, view) :]
         except BaseException:
             os.close(fd)
-            _unlink(tmp)
+            unlink(tmp)
             raise
         os.close(fd)
         return tmp
 
     def delete(self, key: str) -> None:
-        _unlink(self.path(key))
+        unlink(self.path(key))
 
     def clear(self) -> None:
         """Remove every entry, and every lock file not held (a lease in use stays).
@@ -262,7 +263,7 @@ class FileSystemTier:
             # Entries only: a fresh temporary file may be another process's write in
             # progress, which removing it would fail. Pruning takes the stale ones.
             if entry.name.endswith(_SUFFIX):
-                _unlink(entry.path)
+                unlink(entry.path)
 
     def lease(self, key: str) -> FileLock:
         """A lock file for ``key`` that the cache holds while it compiles the template,
@@ -301,7 +302,7 @@ class FileSystemTier:
             except FileNotFoundError:
                 try:
                     # Creates the directory too when it was removed under us, as set does.
-                    _make_private_directories(locks)
+                    make_private_directories(locks)
                 except (FileExistsError, FileNotFoundError):
                     continue  # made, or its parent removed, meanwhile: look again
                 return locks
@@ -357,7 +358,7 @@ class FileSystemTier:
                 continue
             if entry.name.startswith(_TMP_PREFIX):
                 if now - st.st_mtime > STALE_TMP_SECONDS:
-                    _unlink(entry.path)
+                    unlink(entry.path)
                 continue
             files.append((st.st_mtime, st.st_size, entry.path))
         total = sum(size for _, size, _ in files)
@@ -368,7 +369,7 @@ class FileSystemTier:
             for _, size, path in files:
                 if total <= target:
                     break
-                _unlink(path)
+                unlink(path)
                 total -= size
                 removed += 1
         return frozenset(os.path.basename(p) for _, _, p in files[removed:])
@@ -476,26 +477,6 @@ def _file_lock(path: str, *, timeout: float) -> FileLock:
     return FileLock(path, timeout=timeout, mode=0o600, thread_local=False)
 
 
-def _make_private_directories(path: str) -> None:
-    """Create ``path`` and its missing parents, each exactly 0700 whatever the umask
-    (os.makedirs gives the parents 0777 less the umask). FileExistsError when ``path``
-    exists; a parent that exists is left as it is."""
-    parent, name = os.path.split(path)
-    if parent and name and not os.path.isdir(parent):
-        try:
-            _make_private_directories(parent)
-        except FileExistsError:
-            pass  # made by another process meanwhile; mkdir below says if it is no dir
-    os.mkdir(path, 0o700)
-    # mkdir applied the umask, which may have taken the owner's bits: make it exactly
-    # private, through a descriptor so that a swapped-in symlink is not followed.
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
-    try:
-        os.fchmod(fd, 0o700)
-    finally:
-        os.close(fd)
-
-
 def _check_lock_directory(path: str, st: os.stat_result) -> None:
     """PermissionError unless ``st`` (of the directory ``path``) is ours and closed to
     group and others, as the default directory must be."""
@@ -510,36 +491,6 @@ def _check_lock_directory(path: str, st: os.stat_result) -> None:
             f"0700), so anything in it may have been planted; leases and the pruning of "
             f"lock files are off until it is removed (it only holds lock files)"
         )
-
-
-def _kind(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISLNK, "a symbolic link"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    ):
-        if test(mode):
-            return kind
-    return "an unknown kind of file"
-
-
-def _not_a_regular_file(path: str) -> str | None:
-    """What is at ``path`` when it exists and is not a regular file, else None."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return None if stat.S_ISREG(st.st_mode) else _kind(st.st_mode)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _rebuild(directory: str | None, max_bytes: int | None) -> FileSystemTier:

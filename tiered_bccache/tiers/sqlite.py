@@ -12,10 +12,10 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, EntryError
+from ._files import kind_of, make_private_directories
 from ._fork import reset_in_forked_children
 from ._validate import positive_int_or_none, positive_number, seconds_option
 from .base import ByteTier
-from .filesystem import _kind, _make_private_directories
 
 if TYPE_CHECKING:
     # Only for annotations: sqlite3 is imported when a tier is built, so that a process
@@ -360,7 +360,7 @@ def _create_private_file(path: str) -> None:
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         try:
-            _make_private_directories(directory)
+            make_private_directories(directory)
         except FileExistsError:
             pass  # made by another process meanwhile; a non-directory fails the open below
     # O_EXCL: of two processes creating the file at once, one creates it and the other
@@ -373,7 +373,7 @@ def _create_private_file(path: str) -> None:
         st = os.lstat(path)
         if not stat.S_ISREG(st.st_mode):
             raise ConfigurationError(
-                f"path {path!r} is {_kind(st.st_mode)}, not a database file"
+                f"path {path!r} is {kind_of(st.st_mode)}, not a database file"
             ) from None
         if not os.access(path, os.R_OK | os.W_OK):
             raise ConfigurationError(f"path {path!r} cannot be read and written") from None
