@@ -1,4 +1,11 @@
-"""TieredBytecodeCache: the walk down the tiers, promotion, write-through."""
+"""TieredBytecodeCache: Jinja's bytecode cache over a stack of tiers.
+
+The adapter: Jinja's hooks (``get_bucket``, ``load_bytecode``), ``from_string``, the
+compile with stand-ins and its write-through, ``clear``, ``stats``, ``close`` and
+pickling. What goes into a key is :mod:`tiered_bccache.keys`'s, the walk over the tiers
+:mod:`tiered_bccache.stack`'s, the counters :mod:`tiered_bccache.recorder`'s, which
+strings are stored :mod:`tiered_bccache.admission`'s.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ import os
 import time
 import types
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2 import Environment, Template, nodes
 from jinja2.bccache import Bucket, BytecodeCache
@@ -25,9 +32,6 @@ from .stack import Held, Lookup, TierStack
 from .stats import CacheStats, RateLimitedLog, TierCounters
 from .tiers._validate import positive_int_or_none, positive_number
 from .tiers.base import Tier, check_tiers, tier_name
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["TieredBytecodeCache"]
 
@@ -324,12 +328,10 @@ class TieredBytecodeCache(BytecodeCache):
         state = self._keys.state(environment)
         self._rec.string_lookups += 1
         flag = None if state.uncached else state.flag(None)
-        if flag is None:
-            self._rec.string_misses += 1
-            self._rec.uncached += 1
-            return own_class(environment).compile(environment, source)
-        context = "" if self._keys.key_context is None else self._keys.context(environment)
-        if context is None:
+        context = None
+        if flag is not None:
+            context = "" if self._keys.key_context is None else self._keys.context(environment)
+        if flag is None or context is None:
             self._rec.string_misses += 1
             self._rec.uncached += 1
             return own_class(environment).compile(environment, source)
