@@ -240,7 +240,7 @@ class TierStack:
             counters.hits += 1
             bucket.code = code
             if index == 1 and size and slots[0].objects and slots[0].breaker is None:
-                # The common walk, [memory, byte tier]: promote without _store's modes.
+                # The common walk, [memory, byte tier]: promote without store()'s modes.
                 self.remember(slots[0], key, source, bucket.checksum, code, dependencies, size)
             elif index:
                 # Promote: a memory tier weighs the entry by its marshalled size
@@ -293,7 +293,7 @@ class TierStack:
         dependencies: Dependencies,
         size: int,
     ) -> None:
-        """Promote a hit into one memory tier: what :meth:`_store` does for it, and only
+        """Promote a hit into one memory tier: what :meth:`store` does for it, and only
         that (a memory tier has no breaker)."""
         counters = slot.counters
         if slot.max_entry_size is not None and size > slot.max_entry_size:
