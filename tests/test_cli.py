@@ -688,3 +688,28 @@ def test_a_redis_url_given_as_the_cache_is_pointed_to_tier() -> None:
     result = run_cli("stats", "redis://127.0.0.1:6379/0")
     assert result.returncode == 2
     assert "pass it as --tier redis://127.0.0.1:6379/0" in one_line_error(result)
+
+
+def test_stats_and_clear_of_a_sqlite_tier_need_no_key(tmp_path: Path) -> None:
+    """An SQLite tier lives on this host: stats and clear, which read no entry, need no
+    MAC key for it (as for memory and fs), and show what its describe() reports."""
+    from tiered_bccache.tiers.sqlite import SQLiteTier
+
+    path = tmp_path / "cache.db"
+    tier = SQLiteTier(path)
+    tier.set("a", b"x" * 100)
+    tier.close()
+    stats = run_cli("stats", "--tier", f"sqlite:{path}", "--json", secret=False)
+    assert stats.returncode == 0, stats.stderr
+    (report,) = json.loads(stats.stdout)["tiers"]
+    assert (report["kind"], report["entries"], report["bytes"]) == ("sqlite", 1, 100)
+    cleared = run_cli("clear", "--tier", f"sqlite:{path}", secret=False)
+    assert cleared.returncode == 0, cleared.stderr
+    assert "1 entry" in cleared.stdout
+    assert SQLiteTier(path).size() == (0, 0)
+
+
+def test_a_shared_tier_without_a_key_is_refused_naming_the_kinds() -> None:
+    result = run_cli("stats", "--tier", "memcached:127.0.0.1:1", secret=False)
+    assert result.returncode == 2
+    assert "memcached, redis or sqlite tier is shared and needs a MAC key" in one_line_error(result)

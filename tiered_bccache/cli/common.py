@@ -132,7 +132,7 @@ def load_cache_from_args(
             else f"set ${ENV_VAR}"
         )
         raise usage_error(
-            f"a memcached or redis tier is shared and needs a MAC key: {how} (at least "
+            f"a memcached, redis or sqlite tier is shared and needs a MAC key: {how} (at least "
             f"{MIN_SECRET_BYTES} bytes, the same on every host), or use --secret-env VAR / "
             "--secret-file PATH; --allow-unsigned turns the check off (unsafe)"
         ) from exc
@@ -141,8 +141,9 @@ def load_cache_from_args(
 
 
 def _local(spec: str) -> bool:
-    """Whether the tier of ``spec`` lives on this host (memory or filesystem)."""
-    return spec.strip().partition(":")[0] in ("memory", "fs", "filesystem")
+    """Whether the tier of ``spec`` lives on this host (memory, filesystem, SQLite): a
+    command that reads no entry needs no key for it."""
+    return spec.strip().partition(":")[0] in ("memory", "fs", "filesystem", "sqlite")
 
 
 @dataclass(frozen=True, slots=True)
