@@ -19,22 +19,15 @@ from jinja2.ext import Extension
 import tiered_bccache.keys
 from tiered_bccache import MemoryTier, TieredBytecodeCache
 from tiered_bccache.entry import source_digest
-from tiered_bccache.keys import (
-    EnvState,
-    Keyring,
-    compose,
-    context_of,
-    name_key,
-    split_variant,
-    with_variant,
-)
+from tiered_bccache.keys import FINGERPRINT_LENGTH, EnvState, Key, Keyring, name_key
 from tiered_bccache.stats import RateLimitedLog
 
-#: The slots a keyring hands out; opaque to it, so any marker tuples do.
-SLOTS = ("memory", "filesystem")
-PRIVATE_SLOTS = ("memory",)
+#: The layers a keyring hands out; opaque to it, so any marker tuples do.
+LAYERS = ("memory", "filesystem")
+PRIVATE_LAYERS = ("memory",)
 
-FINGERPRINTS = ["", "ab", "0" * 32, "p" + "1f" * 15 + "a", "f" * 64]
+#: A digest, digests ending in a flag's letter, a private environment's token.
+FINGERPRINTS = ["0" * 32, "e" * 32, "0123456789abcdef" * 2, "p" + "1f" * 15 + "a"]
 FLAGS = ["", "e", "r", "?"]
 CONTEXTS = ["", ".a", ".ab1", ".0123456789abcdef", ".ZZZZzzzz99990000"]
 TAILS = [
@@ -47,7 +40,7 @@ TAILS = [
 def keyring(
     key_context: Callable[[Environment], Any] | None = None,
 ) -> Keyring:
-    return Keyring(SLOTS, PRIVATE_SLOTS, key_context, RateLimitedLog())
+    return Keyring(LAYERS, PRIVATE_LAYERS, key_context, RateLimitedLog())
 
 
 class LockingExtension(Extension):
@@ -75,28 +68,53 @@ class Patchable(Environment):
 
 
 @pytest.mark.parametrize("fingerprint", FINGERPRINTS)
-def test_context_of_gives_back_the_context_compose_put_in(fingerprint: str) -> None:
-    """For every flag, context (none, short, digest-long) and kind of tail, the context
-    read back from a composed key is the one composed into it, also once the key has a
-    variant."""
+def test_a_key_reads_back_the_parts_it_was_made_of(fingerprint: str) -> None:
+    """For every flag, context (none, short, digest-long) and kind of tail, a key's
+    string form is the documented one and parses back into the same parts, also with
+    a variant."""
     for flag, context, tail in itertools.product(FLAGS, CONTEXTS, TAILS):
-        key = compose(fingerprint, flag, context, tail)
-        assert key == f"{fingerprint}{flag}{context}-{tail}"
-        assert context_of(key, fingerprint) == context
-        assert context_of(with_variant(key, "0123abcd" * 2), fingerprint) == context
+        key = Key(fingerprint, flag, context, tail)
+        assert str(key) == f"{fingerprint}{flag}{context}-{tail}"
+        assert Key.parse(str(key)) == key
+        varied = key.with_variant("0123abcd" * 2)
+        assert str(varied) == f"{key}~{'0123abcd' * 2}"
+        assert Key.parse(str(varied)) == varied and varied.context == context
 
 
 @pytest.mark.parametrize("variant_part", ["0", "0123abcd" * 2, "f" * 64])
 @pytest.mark.parametrize("fingerprint", FINGERPRINTS)
-def test_split_variant_undoes_with_variant(fingerprint: str, variant_part: str) -> None:
-    """A variant key splits into its base and its variant, and a base key into itself and
-    an empty variant."""
+def test_base_undoes_with_variant(fingerprint: str, variant_part: str) -> None:
+    """A variant key's base is the key it was made from, and a base key is its own."""
     for flag, context, tail in itertools.product(FLAGS, CONTEXTS, TAILS):
-        base = compose(fingerprint, flag, context, tail)
-        assert split_variant(base) == (base, "")
-        variant_key = with_variant(base, variant_part)
-        assert variant_key != base
-        assert split_variant(variant_key) == (base, variant_part)
+        base = Key(fingerprint, flag, context, tail)
+        assert base.base() == base and base.variant == ""
+        variant_key = base.with_variant(variant_part)
+        assert str(variant_key) != str(base)
+        assert Key.parse(str(variant_key)).base() == base
+        assert Key.parse(str(variant_key)).variant == variant_part
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "no dash at all", "short-tail", "0" * 32 + "x-tail", "0" * 31 + "-tail", "0" * 32],
+)
+def test_parse_refuses_what_is_not_a_key(text: str) -> None:
+    """A string no key was written as is a ValueError naming it, never wrong parts."""
+    with pytest.raises(ValueError, match="not a template key"):
+        Key.parse(text)
+
+
+def test_every_fingerprint_has_the_length_keys_are_parsed_by() -> None:
+    """A real fingerprint and a private environment's token are both as long as
+    ``Key.parse`` expects: a key of either reads back its flag and context."""
+    keys = keyring()
+    plain = keys.state(Environment(autoescape=select_autoescape()))
+    private = keys.state(Environment(extensions=[LockingExtension]))
+    assert private.private and not plain.private
+    for state in (plain, private):
+        assert len(state.fingerprint) == FINGERPRINT_LENGTH
+        key = Key(state.fingerprint, "e", ".ctx", name_key("a.html", None))
+        assert Key.parse(str(key)) == key
 
 
 PAIRS: list[tuple[str, str | None]] = [
@@ -185,7 +203,7 @@ def test_state_is_computed_once_per_environment() -> None:
     state = keys.state(env)
     assert keys.state(env) is state
     assert not state.private and not state.uncached
-    assert len(state.fingerprint) == 32 and state.slots == SLOTS
+    assert len(state.fingerprint) == 32 and state.layers == LAYERS
     other = keys.state(twin)
     assert other is not state and other.fingerprint == state.fingerprint
     assert keys.states == {id(env): state, id(twin): other}
@@ -265,7 +283,7 @@ def test_an_environment_that_cannot_be_described_is_private(
     env = Environment(extensions=[LockingExtension])
     state = keys.state(env)
     assert state.private and not state.uncached
-    assert state.slots == PRIVATE_SLOTS
+    assert state.layers == PRIVATE_LAYERS
     assert state.fingerprint.startswith("p") and len(state.fingerprint) == 32
     assert keys.state(env) is state
     twin = keys.state(Environment(extensions=[LockingExtension]))
@@ -285,7 +303,7 @@ def test_an_environment_that_cannot_be_read_is_uncached(
     env.policies = UnlistablePolicies(env.policies)
     state = keys.state(env)
     assert state.uncached and not state.private
-    assert state.fingerprint == "" and state.slots == ()
+    assert state.fingerprint == "" and state.layers == ()
     assert "compiled uncached" in caplog.text
 
 
@@ -369,9 +387,9 @@ def test_template_key_is_composed_from_the_state_and_the_name() -> None:
     env = Environment(autoescape=select_autoescape(["html"]))
     state = keys.state(env)
     html = keys.template_key(state, env, "a.html", None)
-    assert html == compose(state.fingerprint, "e", "", name_key("a.html", None))
+    assert html == str(Key(state.fingerprint, "e", "", name_key("a.html", None)))
     text = keys.template_key(state, env, "a.txt", None)
-    assert text == compose(state.fingerprint, "r", "", name_key("a.txt", None))
+    assert text == str(Key(state.fingerprint, "r", "", name_key("a.txt", None)))
     with_file = keys.template_key(state, env, "a.html", "/srv/a.html")
     assert len({html, text, with_file}) == 3
 
@@ -387,8 +405,8 @@ def test_template_key_is_remembered_per_environment_state() -> None:
     assert state.keys == {("a.html", "/srv/a.html", ""): key}
     state.keys["a.html", "/srv/a.html", ""] = "planted"
     assert keys.template_key(state, env, "a.html", "/srv/a.html") == "planted"
-    assert keys.template_key(state, env, "a.html", None) == compose(
-        state.fingerprint, "", "", name_key("a.html", None)
+    assert keys.template_key(state, env, "a.html", None) == str(
+        Key(state.fingerprint, "", "", name_key("a.html", None))
     )
 
 
@@ -445,8 +463,8 @@ def test_a_short_alphanumeric_context_is_embedded_as_it_is(answer: str) -> None:
     env = Environment()
     state = keys.state(env)
     key = keys.template_key(state, env, "a.html", None)
-    assert key == compose(state.fingerprint, "", "." + answer, name_key("a.html", None))
-    assert key is not None and context_of(key, state.fingerprint) == "." + answer
+    assert key == str(Key(state.fingerprint, "", "." + answer, name_key("a.html", None)))
+    assert key is not None and Key.parse(key).context == "." + answer
 
 
 @pytest.mark.parametrize(
@@ -461,7 +479,7 @@ def test_any_other_context_is_digested_to_sixteen_hex_digits(answer: str) -> Non
     state = keys.state(env)
     key = keys.template_key(state, env, "a.html", None)
     assert key is not None
-    context = context_of(key, state.fingerprint)
+    context = Key.parse(key).context
     assert context == "._" + source_digest(answer)[:16]
     assert "-" not in context and "~" not in context
     other = keyring(lambda env: answer)
@@ -503,7 +521,7 @@ def test_remember_sends_later_lookups_to_the_variant_key() -> None:
     state = keys.state(env)
     base = keys.template_key(state, env, "a.html", None)
     assert base is not None
-    variant_key = with_variant(base, "0123abcd" * 2)
+    variant_key = str(Key.parse(base).with_variant("0123abcd" * 2))
     keys.remember(state, "a.html", None, variant_key)
     assert keys.template_key(state, env, "a.html", None) == variant_key
     assert keys.template_key(state, env, "a.html", "/srv/a.html") != variant_key
@@ -518,13 +536,13 @@ def test_remember_is_bound_to_the_key_context_of_the_variant() -> None:
     state = keys.state(env)
     base = keys.template_key(state, env, "a.html", None)
     assert base is not None
-    variant_key = with_variant(base, "feed" * 4)
+    variant_key = str(Key.parse(base).with_variant("feed" * 4))
     keys.remember(state, "a.html", None, variant_key)
     assert keys.template_key(state, env, "a.html", None) == variant_key
     answer[0] = "two"
     other = keys.template_key(state, env, "a.html", None)
-    assert other is not None and split_variant(other)[1] == ""
-    assert context_of(other, state.fingerprint) == ".two"
+    assert other is not None and Key.parse(other).variant == ""
+    assert Key.parse(other).context == ".two"
 
 
 @pytest.mark.parametrize("answer", [3, ("a", "b"), 2.5])

@@ -10,9 +10,11 @@ import pytest
 
 from tiered_bccache import MemoryTier
 from tiered_bccache.breaker import CircuitBreaker
+from tiered_bccache.guard import Guard
+from tiered_bccache.layers import ObjectLayer
 from tiered_bccache.recorder import Recorder
-from tiered_bccache.stack import Slot
-from tiered_bccache.stats import CacheStats
+from tiered_bccache.stats import CacheStats, RateLimitedLog
+from tiered_bccache.tiers.base import capabilities
 from tiered_bccache.trace import TraceRecord, read_trace
 
 #: Every counter of a Recorder: its slots but the trace.
@@ -88,13 +90,18 @@ def test_stats_is_a_snapshot() -> None:
     assert stats.lookups == 3
 
 
-def test_stats_reports_the_slots_in_order_with_their_counters() -> None:
-    """Each slot is one tier in the snapshot, in the order given: its name, its counters,
-    its breaker's state ("none" without one) and the tier's own events."""
-    plain = Slot(MemoryTier(), "first", None)
+def layer(tier: MemoryTier, name: str, breaker: CircuitBreaker | None) -> ObjectLayer:
+    tier.name = name
+    return ObjectLayer(tier, capabilities(tier), Guard(name, breaker, RateLimitedLog()))
+
+
+def test_stats_reports_the_layers_in_order_with_their_counters() -> None:
+    """Each layer is one tier in the snapshot, in the order given: its name, its
+    counters, its breaker's state ("none" without one) and the tier's own events."""
+    plain = layer(MemoryTier(), "first", None)
     breaker = CircuitBreaker(failure_threshold=1, cooldown=60.0)
-    remote = Slot(MemoryTier(), "second", breaker)
-    eventful = Slot(EventfulTier(), "third", CircuitBreaker())
+    remote = layer(MemoryTier(), "second", breaker)
+    eventful = layer(EventfulTier(), "third", CircuitBreaker())
     plain.counters.hits, plain.counters.misses = 5, 2
     remote.counters.errors, remote.counters.bytes_read = 1, 100
     breaker.failure()

@@ -17,12 +17,14 @@ from tiered_bccache import ByteTier, FileSystemTier, MemoryTier, TierError
 from tiered_bccache.breaker import CircuitBreaker
 from tiered_bccache.compiling import Dependencies, compile_isolated
 from tiered_bccache.entry import EntryCodec, is_compressed, source_digest
-from tiered_bccache.keys import compose, name_key
-from tiered_bccache.stack import Held, Lookup, TierStack
+from tiered_bccache.keys import Key, name_key
+from tiered_bccache.layers import Held
+from tiered_bccache.lookup import Lookup
+from tiered_bccache.stack import TierStack
 from tiered_bccache.stats import RateLimitedLog
 
 SOURCE = "{% for x in items %}<li>{{ x|upper }}</li>{% endfor %}"
-KEY = compose("0" * 32, "", "", name_key("list.html", None))
+KEY = str(Key("0" * 32, "", "", name_key("list.html", None)))
 
 
 class DictTier(ByteTier):
@@ -66,10 +68,6 @@ class DictTier(ByteTier):
         self.data.clear()
 
 
-def name_of(tier: object) -> str:
-    return str(getattr(tier, "name", type(tier).__name__))
-
-
 def make_stack(
     tiers: list[object],
     *,
@@ -79,7 +77,6 @@ def make_stack(
 ) -> TierStack:
     return TierStack(
         tiers,
-        [name_of(t) for t in tiers],
         EntryCodec(secret),
         breakers or (lambda: CircuitBreaker(failure_threshold=2, cooldown=60.0)),
         strict=strict,
@@ -101,15 +98,13 @@ def compiled(
 def bucket_for(
     stack: TierStack, env: Environment | None = None, source: str = SOURCE, key: str = KEY
 ) -> Lookup:
-    return Lookup(env or Environment(), key, source, stack.slots)
+    return Lookup(env or Environment(), key, source, stack.layers)
 
 
 def write_through(stack: TierStack, start: int = 0, env: Environment | None = None) -> bytes:
     """Store a fresh compile of SOURCE into the stack's slots from ``start``; the raw."""
     code, dependencies, raw = compiled(env)
-    stack.store(
-        stack.slots[start:], KEY, SOURCE, source_digest(SOURCE), code, dependencies, raw, None
-    )
+    stack.store(stack.layers[start:], KEY, SOURCE, source_digest(SOURCE), code, dependencies, raw)
     return raw
 
 
@@ -122,8 +117,8 @@ def render(code: types.CodeType | None) -> str:
 # -- slots --------------------------------------------------------------------------------
 
 
-def test_slots_follow_the_tiers_and_only_remote_tiers_get_breakers(tmp_path: Path) -> None:
-    """One slot per tier in order, named as given; the filesystem tier is the lease slot,
+def test_layers_follow_the_tiers_and_only_remote_tiers_get_breakers(tmp_path: Path) -> None:
+    """One layer per tier in order, named by the tier; the filesystem tier is the lease layer,
     the memory tier the private one; each remote tier gets a breaker of its own."""
     built: list[CircuitBreaker] = []
 
@@ -135,23 +130,23 @@ def test_slots_follow_the_tiers_and_only_remote_tiers_get_breakers(tmp_path: Pat
     remote_a = DictTier("a", remote=True, compress=True, max_entry_size=1000)
     remote_b = DictTier("b", remote=True)
     stack = make_stack([memory, fs, remote_a, remote_b], breakers=breakers)
-    assert [s.tier for s in stack.slots] == [memory, fs, remote_a, remote_b]
-    assert [s.name for s in stack.slots] == ["memory", fs.name, "a", "b"]
-    assert [s.objects for s in stack.slots] == [True, False, False, False]
-    assert stack.lease_slot is stack.slots[1]
-    assert stack.private_slots == (stack.slots[0],)
-    assert [s.breaker for s in stack.slots] == [None, None, built[0], built[1]]
+    assert [s.tier for s in stack.layers] == [memory, fs, remote_a, remote_b]
+    assert [s.name for s in stack.layers] == ["memory", fs.name, "a", "b"]
+    assert [s.objects for s in stack.layers] == [True, False, False, False]
+    assert stack.lease_layer is stack.layers[1]
+    assert stack.private_layers == (stack.layers[0],)
+    assert [s.guard.breaker for s in stack.layers] == [None, None, built[0], built[1]]
     assert built[0] is not built[1]
-    assert (stack.slots[2].compress, stack.slots[2].max_entry_size) == (True, 1000)
-    assert (stack.slots[3].compress, stack.slots[3].max_entry_size) == (False, None)
+    assert (stack.layers[2].compress, stack.layers[2].max_entry_size) == (True, 1000)
+    assert (stack.layers[3].compress, stack.layers[3].max_entry_size) == (False, None)
 
 
 def test_a_stack_without_a_lease_or_a_memory_tier_has_neither() -> None:
-    """Without a tier offering a lease there is no lease slot, and without a memory tier
-    no private slot."""
+    """Without a tier offering a lease there is no lease layer, and without a memory tier
+    no private layer."""
     stack = make_stack([DictTier("a"), DictTier("b")])
-    assert stack.lease_slot is None
-    assert stack.private_slots == ()
+    assert stack.lease_layer is None
+    assert stack.private_layers == ()
 
 
 # -- write-through and the walk -----------------------------------------------------------
@@ -172,7 +167,7 @@ def test_a_fresh_compile_is_written_through_to_every_tier(tmp_path: Path) -> Non
     entry = fs.get(KEY)
     assert entry is not None
     assert EntryCodec(SECRET).decode(KEY, source_digest(SOURCE), entry) == code
-    mem, disk = (s.counters for s in stack.slots)
+    mem, disk = (s.counters for s in stack.layers)
     assert (mem.writes, mem.promotions, mem.bytes_written) == (1, 0, 0)
     assert (disk.writes, disk.promotions, disk.bytes_written) == (1, 0, len(entry))
 
@@ -187,9 +182,9 @@ def test_store_then_load_round_trips_through_the_byte_tier(tmp_path: Path) -> No
     entry = fs.get(KEY)
     assert entry is not None and memory.get(KEY) is None
     bucket = bucket_for(stack)
-    assert stack.load(bucket, SOURCE) == len(raw)
+    assert stack.load(bucket) == len(raw)
     assert render(bucket.code) == "<li>A</li><li>B</li>"
-    mem, disk = (s.counters for s in stack.slots)
+    mem, disk = (s.counters for s in stack.layers)
     assert (mem.hits, mem.misses, mem.writes, mem.promotions) == (0, 1, 1, 1)
     assert (disk.hits, disk.misses, disk.bytes_read, disk.writes) == (1, 0, len(entry), 1)
     held = memory.get(KEY)
@@ -204,11 +199,11 @@ def test_a_promoted_entry_is_then_a_memory_hit(tmp_path: Path) -> None:
     fs = FileSystemTier(tmp_path)
     stack = make_stack([MemoryTier(), fs])
     raw = write_through(stack, start=1)
-    stack.load(bucket_for(stack), SOURCE)
+    stack.load(bucket_for(stack))
     bucket = bucket_for(stack)
-    assert stack.load(bucket, SOURCE) == len(raw)
+    assert stack.load(bucket) == len(raw)
     assert render(bucket.code) == "<li>A</li><li>B</li>"
-    mem, disk = (s.counters for s in stack.slots)
+    mem, disk = (s.counters for s in stack.layers)
     assert (mem.hits, disk.hits, disk.latency.count) == (1, 1, 1)
 
 
@@ -218,11 +213,11 @@ def test_a_hit_two_tiers_down_is_promoted_into_both_above_as_read() -> None:
     memory, middle, bottom = MemoryTier(), DictTier("middle"), DictTier("bottom")
     stack = make_stack([memory, middle, bottom])
     raw = write_through(stack, start=2)
-    assert stack.load(bucket_for(stack), SOURCE) == len(raw)
+    assert stack.load(bucket_for(stack)) == len(raw)
     assert middle.data == bottom.data
     held = memory.get(KEY)
     assert isinstance(held, Held) and held.size == len(raw)
-    counters = [s.counters for s in stack.slots]
+    counters = [s.counters for s in stack.layers]
     assert [c.promotions for c in counters] == [1, 1, 0]
     assert [c.misses for c in counters] == [1, 1, 0]
     assert counters[1].bytes_written == len(bottom.data[KEY])
@@ -238,12 +233,12 @@ def test_a_compressing_tier_gets_a_smaller_entry_and_memory_weighs_the_code() ->
     source = "".join(f"<p>{i} {{{{ x }}}}</p>" for i in range(200))
     code, dependencies, raw = compiled(source=source)
     writer = make_stack([plain_a, zipped, plain_b])
-    writer.store(writer.slots, KEY, source, source_digest(source), code, dependencies, raw, None)
+    writer.store(writer.layers, KEY, source, source_digest(source), code, dependencies, raw)
     assert plain_a.data[KEY] is plain_b.data[KEY]
     assert len(zipped.data[KEY]) < len(plain_a.data[KEY])
     reader = make_stack([memory, zipped])
     bucket = bucket_for(reader, source=source)
-    assert reader.load(bucket, source) == len(raw)
+    assert reader.load(bucket) == len(raw)
     held = memory.get(KEY)
     assert isinstance(held, Held) and held.size == len(raw)
 
@@ -252,24 +247,24 @@ def test_a_missing_key_is_one_miss_per_tier_and_a_second_look_counts_none(
     tmp_path: Path,
 ) -> None:
     """A load that finds nothing counts one miss in every tier it asked; a second look
-    within the same lookup (again=True) counts none."""
+    within the same lookup (under the lease) counts none."""
     stack = make_stack([MemoryTier(), FileSystemTier(tmp_path), DictTier()])
     bucket = bucket_for(stack)
-    assert stack.load(bucket, SOURCE) is None
+    assert stack.load(bucket) is None
     assert bucket.code is None
-    assert [s.counters.misses for s in stack.slots] == [1, 1, 1]
-    assert stack.load(bucket, SOURCE, again=True) is None
-    assert [s.counters.misses for s in stack.slots] == [1, 1, 1]
-    assert [s.counters.hits for s in stack.slots] == [0, 0, 0]
+    assert [s.counters.misses for s in stack.layers] == [1, 1, 1]
+    assert stack.load(bucket) is None
+    assert [s.counters.misses for s in stack.layers] == [1, 1, 1]
+    assert [s.counters.hits for s in stack.layers] == [0, 0, 0]
 
 
 def test_a_walk_from_start_skips_the_tiers_above() -> None:
     """load(start=1) does not ask the first tier (the cache has already looked there)."""
     top = DictTier("top")
     stack = make_stack([top, DictTier("below")])
-    assert stack.load(bucket_for(stack), SOURCE, 1) is None
+    assert stack.load(bucket_for(stack), 1) is None
     assert top.gets == 0
-    assert [s.counters.misses for s in stack.slots] == [0, 1]
+    assert [s.counters.misses for s in stack.layers] == [0, 1]
 
 
 def test_a_changed_source_is_a_stale_miss_in_every_tier(tmp_path: Path) -> None:
@@ -280,14 +275,14 @@ def test_a_changed_source_is_a_stale_miss_in_every_tier(tmp_path: Path) -> None:
     write_through(stack)
     edited = SOURCE + "<hr>"
     bucket = bucket_for(stack, source=edited)
-    assert stack.load(bucket, edited) is None
+    assert stack.load(bucket) is None
     assert bucket.code is None
-    assert [(s.counters.rejected_stale, s.counters.misses) for s in stack.slots] == [
+    assert [(s.counters.rejected_stale, s.counters.misses) for s in stack.layers] == [
         (1, 1),
         (1, 1),
     ]
-    assert stack.load(bucket, edited, again=True) is None
-    assert [(s.counters.rejected_stale, s.counters.misses) for s in stack.slots] == [
+    assert stack.load(bucket) is None
+    assert [(s.counters.rejected_stale, s.counters.misses) for s in stack.layers] == [
         (1, 1),
         (1, 1),
     ]
@@ -301,16 +296,16 @@ def test_an_entry_signed_with_another_secret_is_rejected_and_logged(
     tier = DictTier()
     write_through(make_stack([tier], secret=b"another secret, 32 bytes long!!!"))
     stack = make_stack([tier])
-    assert stack.load(bucket_for(stack), SOURCE) is None
-    counters = stack.slots[0].counters
+    assert stack.load(bucket_for(stack)) is None
+    counters = stack.layers[0].counters
     assert (counters.rejected_mac, counters.misses, counters.errors) == (1, 1, 0)
     assert "rejected an entry" in caplog.text
     caplog.clear()
     fresh = make_stack([tier])
     write_through(fresh)
     edited = SOURCE + "<hr>"
-    assert fresh.load(bucket_for(fresh, source=edited), edited) is None
-    assert fresh.slots[0].counters.rejected_stale == 1
+    assert fresh.load(bucket_for(fresh, source=edited)) is None
+    assert fresh.layers[0].counters.rejected_stale == 1
     assert "rejected" not in caplog.text
 
 
@@ -319,8 +314,8 @@ def test_garbage_under_the_key_is_a_rejected_miss_in_strict_mode_too() -> None:
     tier = DictTier()
     tier.data[KEY] = b"garbage" * 20
     stack = make_stack([tier], strict=True)
-    assert stack.load(bucket_for(stack), SOURCE) is None
-    counters = stack.slots[0].counters
+    assert stack.load(bucket_for(stack)) is None
+    counters = stack.layers[0].counters
     assert (counters.rejected_format, counters.misses, counters.errors) == (1, 1, 0)
 
 
@@ -345,14 +340,14 @@ def test_an_entry_compiled_against_other_filters_is_a_foreign_miss(in_memory: bo
     tier: object = MemoryTier() if in_memory else DictTier()
     code, dependencies, raw = compiled(writer_env, source)
     stack = make_stack([tier])
-    stack.store(stack.slots, KEY, source, source_digest(source), code, dependencies, raw, None)
+    stack.store(stack.layers, KEY, source, source_digest(source), code, dependencies, raw)
     bucket = bucket_for(stack, env=reader_env, source=source)
-    assert stack.load(bucket, source) is None
+    assert stack.load(bucket) is None
     assert bucket.code is None
     assert bucket.foreign == dependencies
-    assert stack.slots[0].counters.misses == 1
+    assert stack.layers[0].counters.misses == 1
     same = bucket_for(stack, env=writer_env, source=source)
-    assert stack.load(same, source) == len(raw) and same.foreign is None
+    assert stack.load(same) == len(raw) and same.foreign is None
 
 
 # -- a failing tier -----------------------------------------------------------------------
@@ -368,14 +363,14 @@ def test_a_tier_that_raises_is_counted_and_the_walk_goes_on(
     stack = make_stack([broken, below])
     raw = write_through(stack, start=1)
     bucket = bucket_for(stack)
-    assert stack.load(bucket, SOURCE) == len(raw)
+    assert stack.load(bucket) == len(raw)
     assert render(bucket.code) == "<li>A</li><li>B</li>"
-    top, bottom = (s.counters for s in stack.slots)
+    top, bottom = (s.counters for s in stack.layers)
     assert (top.errors, top.misses, top.promotions) == (1, 0, 1)
     assert (bottom.hits, bottom.errors) == (1, 0)
     assert broken.data == below.data
     assert "broken failed during get" in caplog.text
-    stack.load(bucket, SOURCE, again=True)
+    stack.load(bucket)
     assert top.errors == 1  # a second look does not count the same failure again
 
 
@@ -385,11 +380,11 @@ def test_strict_mode_raises_a_tier_s_failure_as_tier_error() -> None:
     cause = OSError(5, "Input/output error")
     stack = make_stack([DictTier("broken", fail_get=cause), DictTier("below")], strict=True)
     with pytest.raises(TierError) as info:
-        stack.load(bucket_for(stack), SOURCE)
+        stack.load(bucket_for(stack))
     assert (info.value.tier, info.value.operation) == ("broken", "get")
     assert info.value.__cause__ is cause
-    assert stack.slots[0].counters.errors == 1
-    assert stack.slots[1].tier.gets == 0
+    assert stack.layers[0].counters.errors == 1
+    assert stack.layers[1].tier.gets == 0
 
 
 def test_a_tier_that_fails_a_write_does_not_stop_the_others() -> None:
@@ -400,8 +395,8 @@ def test_a_tier_that_fails_a_write_does_not_stop_the_others() -> None:
     stack = make_stack([memory, broken, below])
     write_through(stack)
     assert KEY in memory and KEY in below.data and broken.data == {}
-    assert [s.counters.writes for s in stack.slots] == [1, 0, 1]
-    assert [s.counters.errors for s in stack.slots] == [0, 1, 0]
+    assert [s.counters.writes for s in stack.layers] == [1, 0, 1]
+    assert [s.counters.errors for s in stack.layers] == [0, 1, 0]
 
 
 def test_a_failed_write_raises_in_strict_mode() -> None:
@@ -421,8 +416,8 @@ def test_an_entry_too_large_for_a_tier_is_skipped_there() -> None:
     stack = make_stack([tiny_memory, small, large])
     write_through(stack)
     assert len(tiny_memory) == 0 and small.data == {} and KEY in large.data
-    assert [s.counters.skipped for s in stack.slots] == [1, 1, 0]
-    assert [s.counters.writes for s in stack.slots] == [0, 0, 1]
+    assert [s.counters.skipped for s in stack.layers] == [1, 1, 0]
+    assert [s.counters.writes for s in stack.layers] == [0, 0, 1]
 
 
 # -- breakers -----------------------------------------------------------------------------
@@ -438,12 +433,12 @@ def test_a_remote_tier_that_keeps_failing_is_skipped_by_its_breaker(
         [remote], breakers=lambda: CircuitBreaker(failure_threshold=2, cooldown=60.0)
     )
     for _ in range(2):
-        assert stack.load(bucket_for(stack), SOURCE) is None
-    slot = stack.slots[0]
-    assert slot.breaker is not None and slot.breaker.state == "open"
+        assert stack.load(bucket_for(stack)) is None
+    slot = stack.layers[0]
+    assert slot.guard.breaker is not None and slot.guard.breaker.state == "open"
     assert "remote is failing" in caplog.text
     for _ in range(3):
-        assert stack.load(bucket_for(stack), SOURCE) is None
+        assert stack.load(bucket_for(stack)) is None
     assert remote.gets == 2
     assert (slot.counters.errors, slot.counters.skipped) == (2, 3)
 
@@ -455,8 +450,8 @@ def test_a_timeout_opens_the_breaker_at_once() -> None:
     stack = make_stack(
         [remote], breakers=lambda: CircuitBreaker(failure_threshold=5, cooldown=60.0)
     )
-    stack.load(bucket_for(stack), SOURCE)
-    breaker = stack.slots[0].breaker
+    stack.load(bucket_for(stack))
+    breaker = stack.layers[0].guard.breaker
     assert breaker is not None and breaker.state == "open"
 
 
@@ -479,20 +474,20 @@ def test_a_remote_tier_that_answers_keeps_its_breaker_closed() -> None:
     for fail, stored in steps:
         remote.fail_get = fail
         remote.data = {} if stored is None else {KEY: stored}
-        assert stack.load(bucket_for(stack), SOURCE) is None
-    breaker = stack.slots[0].breaker
+        assert stack.load(bucket_for(stack)) is None
+    breaker = stack.layers[0].guard.breaker
     assert breaker is not None and breaker.state == "closed"
-    assert stack.slots[0].counters.errors == 3
+    assert stack.layers[0].counters.errors == 3
 
 
 def test_a_write_skipped_by_an_open_breaker_is_counted() -> None:
     """While a remote tier's breaker is open, a write-through skips it and counts that."""
     remote = DictTier("remote", remote=True, fail_get=TimeoutError("timed out"))
     stack = make_stack([remote])
-    stack.load(bucket_for(stack), SOURCE)
+    stack.load(bucket_for(stack))
     write_through(stack)
     assert remote.data == {}
-    assert stack.slots[0].counters.skipped == 1
+    assert stack.layers[0].counters.skipped == 1
 
 
 # -- the compile lease --------------------------------------------------------------------
@@ -548,7 +543,7 @@ def test_under_a_free_lease_a_second_miss_compiles_here_once(tmp_path: Path) -> 
 
     calls = Calls()
     bucket = bucket_for(stack)
-    assert stack.under_lease(bucket, SOURCE, compile_here, calls.waiting, 1.0) is None
+    assert stack.under_lease(bucket, compile_here, calls.waiting, 1.0) is None
     assert held_while_compiling == [True] and calls.waits == 0
     assert fs.get(KEY) is not None
     assert not fs.leases[0].is_locked
@@ -562,10 +557,10 @@ def test_under_the_lease_an_entry_written_meanwhile_is_a_hit(tmp_path: Path) -> 
     raw = write_through(stack, start=1)  # another process's compile, done meanwhile
     calls = Calls()
     bucket = bucket_for(stack)
-    size = stack.under_lease(bucket, SOURCE, calls.compile_here, calls.waiting, 1.0)
+    size = stack.under_lease(bucket, calls.compile_here, calls.waiting, 1.0)
     assert size == len(raw) and calls.compiles == 0
     assert render(bucket.code) == "<li>A</li><li>B</li>"
-    mem, disk = (s.counters for s in stack.slots)
+    mem, disk = (s.counters for s in stack.layers)
     assert (mem.misses, mem.promotions, disk.hits) == (0, 1, 1)
     assert len(fs.leases) == 1 and not fs.leases[0].is_locked
 
@@ -579,9 +574,7 @@ def test_a_lease_held_by_another_is_waited_for_then_compiled_without(tmp_path: P
     holder.acquire(timeout=0)
     try:
         calls = Calls()
-        result = stack.under_lease(
-            bucket_for(stack), SOURCE, calls.compile_here, calls.waiting, 0.05
-        )
+        result = stack.under_lease(bucket_for(stack), calls.compile_here, calls.waiting, 0.05)
         assert result is None
         assert (calls.compiles, calls.waits) == (1, 1)
     finally:
@@ -598,7 +591,7 @@ def test_a_compile_that_raises_releases_the_lease(tmp_path: Path) -> None:
         raise SyntaxError("bad template")
 
     with pytest.raises(SyntaxError, match="bad template"):
-        stack.under_lease(bucket_for(stack), SOURCE, compile_here, lambda: None, 1.0)
+        stack.under_lease(bucket_for(stack), compile_here, lambda: None, 1.0)
     assert len(fs.leases) == 1 and not fs.leases[0].is_locked
 
 
@@ -613,13 +606,11 @@ def test_a_lease_that_cannot_be_had_is_counted_and_the_template_compiled() -> No
     """A lease that raises counts an error in its tier, and the template is compiled
     without it."""
     stack = make_stack([MemoryTier(), UnleasableTier("unleasable")])
-    assert stack.lease_slot is stack.slots[1]
+    assert stack.lease_layer is stack.layers[1]
     calls = Calls()
-    assert (
-        stack.under_lease(bucket_for(stack), SOURCE, calls.compile_here, calls.waiting, 1.0) is None
-    )
+    assert stack.under_lease(bucket_for(stack), calls.compile_here, calls.waiting, 1.0) is None
     assert calls.compiles == 1
-    assert stack.slots[1].counters.errors == 1
+    assert stack.layers[1].counters.errors == 1
 
 
 def test_a_failure_seen_only_on_the_second_look_is_counted_and_raised_when_strict() -> None:
@@ -628,11 +619,11 @@ def test_a_failure_seen_only_on_the_second_look_is_counted_and_raised_when_stric
     tier = DictTier("flaky")
     stack = make_stack([tier], strict=True)
     bucket = bucket_for(stack)
-    assert stack.load(bucket, SOURCE) is None  # a plain miss, counted
+    assert stack.load(bucket) is None  # a plain miss, counted
     tier.fail_get = OSError(5, "Input/output error")
     with pytest.raises(TierError):
-        stack.load(bucket, SOURCE, again=True)
-    assert stack.slots[0].counters.errors == 1
+        stack.load(bucket)
+    assert stack.layers[0].counters.errors == 1
 
 
 def test_a_failure_met_on_both_looks_is_counted_once() -> None:
@@ -640,9 +631,9 @@ def test_a_failure_met_on_both_looks_is_counted_once() -> None:
     tier.fail_get = OSError(5, "Input/output error")
     stack = make_stack([tier])
     bucket = bucket_for(stack)
-    assert stack.load(bucket, SOURCE) is None
-    assert stack.load(bucket, SOURCE, again=True) is None
-    assert stack.slots[0].counters.errors == 1
+    assert stack.load(bucket) is None
+    assert stack.load(bucket) is None
+    assert stack.layers[0].counters.errors == 1
 
 
 @pytest.mark.parametrize("upper_compresses", [True, False])
@@ -653,9 +644,9 @@ def test_promotion_encodes_the_entry_as_the_upper_tier_wants(upper_compresses: b
     lower = DictTier("lower", compress=not upper_compresses)
     stack = make_stack([upper, lower])
     write_through(stack, start=1)
-    assert stack.load(bucket_for(stack), SOURCE) is not None
+    assert stack.load(bucket_for(stack)) is not None
     assert is_compressed(upper.data[KEY]) is upper_compresses
     assert is_compressed(lower.data[KEY]) is not upper_compresses
     # And the promoted entry reads back through the upper tier alone.
-    assert stack.load(bucket_for(stack), SOURCE) is not None
-    assert stack.slots[0].counters.hits == 1
+    assert stack.load(bucket_for(stack)) is not None
+    assert stack.layers[0].counters.hits == 1

@@ -22,13 +22,14 @@ from jinja2.bccache import Bucket, BytecodeCache
 
 from .admission import Admission
 from .breaker import CircuitBreaker
-from .compiling import Dependencies, compile_isolated, dependencies_hold, own_class
+from .compiling import Dependencies, compile_isolated, own_class
 from .entry import EntryCodec, source_digest
 from .errors import ConfigurationError
-from .keys import EnvState, Keyring, compose, name_key
+from .keys import EnvState, Key, Keyring, name_key
+from .lookup import Lookup, memory_hit
 from .recorder import Recorder
 from .secret import ENV_VAR, resolve_secret
-from .stack import Held, Lookup, TierStack
+from .stack import TierStack
 from .stats import CacheStats, RateLimitedLog, TierCounters
 from .tiers._validate import positive_int_or_none, positive_number
 from .tiers.base import Tier, check_tiers, tier_name
@@ -146,15 +147,15 @@ class TieredBytecodeCache(BytecodeCache):
         self._log = RateLimitedLog()
         self._stack = TierStack(
             self._tiers,
-            [tier_name(t) for t in self._tiers],
             EntryCodec(key),
             lambda: CircuitBreaker(failure_threshold=threshold, cooldown=cooldown),
             strict=bool(strict),
             log=self._log,
         )
-        self._slots = self._stack.slots
-        self._lease_slot = self._stack.lease_slot
-        self._keys = Keyring(self._slots, self._stack.private_slots, key_context, self._log)
+        first = self._stack.layers[0]
+        #: The layer of the memory hit path (see :func:`~tiered_bccache.lookup.memory_hit`).
+        self._first = first if first.objects and first.guard.breaker is None else None
+        self._keys = Keyring(self._stack.layers, self._stack.private_layers, key_context, self._log)
         #: Each environment's state, by id (the keyring's).
         self._states = self._keys.states
         self._rec = Recorder()
@@ -253,15 +254,15 @@ class TieredBytecodeCache(BytecodeCache):
             rec.misses += 1
             rec.uncached += 1
             return Lookup(environment, "", source, ())
-        bucket = Lookup(environment, key, source, state.slots)
-        code, start = self._memory_hit(environment, key, source)
+        bucket = Lookup(environment, key, source, state.layers)
+        code, start = memory_hit(self._first, environment, key, source, rec)
         if code is not None:
             rec.hits += 1
             bucket.code = code
             return bucket
-        size = self._stack.load(bucket, source, start)
+        size = self._stack.load(bucket, start)
         if size is None and bucket.foreign is not None:
-            size = self._stack.load_variant(bucket, source)
+            size = self._stack.load_variant(bucket)
             # Later lookups of this environment go to the variant at once.
             self._keys.remember(state, name, filename, bucket.key)
         if size is None:
@@ -274,13 +275,11 @@ class TieredBytecodeCache(BytecodeCache):
                     self._rec.misses += 1
                     self._rec.uncached += 1
                     return Lookup(environment, "", source, ())
-                bucket = Lookup(environment, key, source, state.slots)
-                size = self._stack.load(bucket, source)
-        if size is None and self._lease_slot is not None and not state.private:
+                bucket = Lookup(environment, key, source, state.layers)
+                size = self._stack.load(bucket)
+        if size is None and self._stack.lease_layer is not None and not state.private:
             compile_here = functools.partial(self._compile, bucket, state, name, filename, source)
-            size = self._stack.under_lease(
-                bucket, source, compile_here, self._rec.waited, self.lease_timeout
-            )
+            size = self._stack.under_lease(bucket, compile_here, rec.waited, self.lease_timeout)
         elif size is None:
             self._compile(bucket, state, name, filename, source)
         if size is None:
@@ -336,16 +335,16 @@ class TieredBytecodeCache(BytecodeCache):
             self._rec.uncached += 1
             return own_class(environment).compile(environment, source)
         digest = source_digest(text)
-        key = compose(state.fingerprint, flag, context, kind + digest)
-        code, start = self._memory_hit(environment, key, text)
+        key = str(Key(state.fingerprint, flag, context, kind + digest))
+        code, start = memory_hit(self._first, environment, key, text, self._rec)
         if code is not None:
             self._rec.string_hits += 1
             return code
-        bucket = Lookup(environment, key, text, state.slots)
+        bucket = Lookup(environment, key, text, state.layers)
         bucket.checksum = digest
-        size = self._stack.load(bucket, text, start)
+        size = self._stack.load(bucket, start)
         if size is None and bucket.foreign is not None:
-            size = self._stack.load_variant(bucket, text)
+            size = self._stack.load_variant(bucket)
             key = bucket.key
         if size is not None and bucket.code is not None:
             self._rec.string_hits += 1
@@ -360,7 +359,7 @@ class TieredBytecodeCache(BytecodeCache):
             if state.uncached:
                 self._rec.uncached += 1
                 return own_class(environment).compile(environment, source)
-            key = compose(state.fingerprint, flag, context, kind + digest)
+            key = str(Key(state.fingerprint, flag, context, kind + digest))
         code, dependencies = self._isolated(environment, state, source, None, None, flag)
         if dependencies is None:
             return code  # Jinja's, uncached
@@ -371,34 +370,10 @@ class TieredBytecodeCache(BytecodeCache):
             return code
         raw = marshal.dumps((dependencies, code))
         self._rec.string_compiles += 1
-        self._stack.store(state.slots, key, text, digest, code, dependencies, raw, None)
+        self._stack.store(state.layers, key, text, digest, code, dependencies, raw)
         if self._rec.trace is not None:
             self._rec.record(key, len(raw))
         return code
-
-    def _memory_hit(
-        self, env: Environment, key: str, source: str
-    ) -> tuple[types.CodeType | None, int]:
-        """The hit path: when the first tier is a memory tier, a hit for the very same
-        source costs one dict lookup, one string comparison (no hashing of the source)
-        and a look at the filters and tests the code was compiled against. Returns the
-        code, or None and the tier the walk starts from: past the memory tier when it
-        holds nothing under the key (its miss counted here), else from the top, so that
-        the walk tells a stale or foreign entry apart and counts it."""
-        first = self._slots[0]
-        if not first.objects:
-            return None, 0
-        held: Held | None = first.tier.get(key)
-        if held is None:
-            first.counters.misses += 1
-            return None, 1
-        if held.source != source or not dependencies_hold(env, held.dependencies):
-            return None, 0
-        first.counters.hits += 1
-        if self._rec.trace is not None:
-            self._rec.record(key, held.size)
-        code = held.code
-        return code, 0
 
     def put(
         self, environment: Environment, name: str, filename: str | None, source: str
@@ -413,7 +388,7 @@ class TieredBytecodeCache(BytecodeCache):
         if key is None:
             self._rec.uncached += 1
             return own_class(environment).compile(environment, source, name, filename)
-        bucket = Lookup(environment, key, source, state.slots)
+        bucket = Lookup(environment, key, source, state.layers)
         self._compile(bucket, state, name, filename, source)
         assert bucket.code is not None
         return bucket.code
@@ -427,15 +402,21 @@ class TieredBytecodeCache(BytecodeCache):
         """Fill ``bucket.code`` from the first tier holding a valid entry (a no-op on a
         miss). Works for Jinja's own buckets too; for those, a callable autoescape is
         keyed as unknown, since the template name is not known."""
-        if not isinstance(bucket, Lookup):
-            state = self._keys.state(bucket.environment)
-            if state.uncached:
-                return
-            bucket.slots = state.slots  # type: ignore[attr-defined]
-            if "-" not in bucket.key:  # not already one of ours
-                flag = "?" if callable(state.autoescape) else ""
-                bucket.key = compose(state.fingerprint, flag, "", bucket.key)
-        if self._stack.load(bucket, getattr(bucket, "source", None)) is not None:
+        if isinstance(bucket, Lookup):
+            if self._stack.load(bucket) is not None:
+                self._rec.hits += 1
+            return
+        state = self._keys.state(bucket.environment)
+        if state.uncached:
+            return
+        key = bucket.key
+        if "-" not in key:  # not already one of ours
+            key = str(Key(state.fingerprint, "?" if callable(state.autoescape) else "", "", key))
+        bucket.key = key
+        lookup = Lookup(bucket.environment, key, None, state.layers)
+        lookup.checksum = bucket.checksum
+        if self._stack.load(lookup) is not None:
+            bucket.code = lookup.code
             self._rec.hits += 1
 
     def dump_bytecode(self, bucket: Bucket) -> None:
@@ -443,11 +424,7 @@ class TieredBytecodeCache(BytecodeCache):
 
     def clear(self) -> None:
         """Empty every tier (memcached by namespace generation, never ``flush_all``)."""
-        for slot in self._slots:
-            try:
-                slot.tier.clear()
-            except Exception as exc:
-                self._stack.failed(slot, "clear", exc)
+        self._stack.clear()
 
     # -- compiling ------------------------------------------------------------------------
 
@@ -500,7 +477,7 @@ class TieredBytecodeCache(BytecodeCache):
         raw = marshal.dumps((dependencies, code))
         self._rec.compiles += 1
         self._stack.store(
-            bucket.slots, bucket.key, source, bucket.checksum, code, dependencies, raw, None
+            bucket.layers, bucket.key, source, bucket.checksum, code, dependencies, raw
         )
         if self._rec.trace is not None:
             self._rec.record(bucket.key, len(raw))
@@ -509,12 +486,12 @@ class TieredBytecodeCache(BytecodeCache):
 
     def stats(self) -> CacheStats:
         """A snapshot of the counters of every tier and of the whole cache."""
-        return self._rec.stats(self._slots)
+        return self._rec.stats(self._stack.layers)
 
     def reset_stats(self) -> None:
         """Start every counter from zero."""
-        for slot in self._slots:
-            slot.counters = TierCounters()
+        for layer in self._stack.layers:
+            layer.guard.counters = TierCounters()
         self._rec.reset()
 
     def start_trace(self, path: str | os.PathLike[str]) -> None:
@@ -527,10 +504,7 @@ class TieredBytecodeCache(BytecodeCache):
     def close(self) -> None:
         """Stop tracing and close the tiers' connections."""
         self.stop_trace()
-        for tier in self._tiers:
-            closer = getattr(tier, "close", None)
-            if callable(closer):
-                closer()
+        self._stack.close()
 
     def __enter__(self) -> TieredBytecodeCache:
         return self

@@ -26,7 +26,7 @@ import functools
 import os
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from jinja2 import Environment
 
@@ -35,15 +35,7 @@ from .entry import source_digest
 from .fingerprint import Fingerprinter, Unkeyable
 from .stats import RateLimitedLog
 
-__all__ = [
-    "EnvState",
-    "Keyring",
-    "compose",
-    "context_of",
-    "name_key",
-    "split_variant",
-    "with_variant",
-]
+__all__ = ["FINGERPRINT_LENGTH", "EnvState", "Key", "Keyring", "name_key"]
 
 #: Beyond this many (name, filename) keys remembered for one environment, its memo
 #: starts over.
@@ -56,27 +48,53 @@ def name_key(name: str, filename: str | None) -> str:
     return source_digest(name if filename is None else f"{name}|{filename}")
 
 
-def compose(fingerprint: str, flag: str, context: str, tail: str) -> str:
-    """A key from its parts (see the module docstring)."""
-    return f"{fingerprint}{flag}{context}-{tail}"
+#: The length of every fingerprint: a digest's 32 hex digits, or a private token.
+FINGERPRINT_LENGTH = 32
+
+#: (Functional form: a class form under postponed annotations has typing compile each
+#: field's annotation in every process.)
+_KeyParts = NamedTuple(  # noqa: UP014
+    "_KeyParts",
+    [("fingerprint", str), ("flag", str), ("context", str), ("tail", str), ("variant", str)],
+)
 
 
-def context_of(key: str, fingerprint: str) -> str:
-    """The ``CONTEXT`` part of a key composed with ``fingerprint``."""
-    middle = key[len(fingerprint) : key.index("-", len(fingerprint))]
-    dot = middle.find(".")
-    return middle[dot:] if dot >= 0 else ""
+class Key(_KeyParts):
+    """A key's parts (see the module docstring); ``str(key)`` is the key the tiers use,
+    :meth:`parse` reads one back. The one place the format is written."""
 
+    __slots__ = ()
 
-def split_variant(key: str) -> tuple[str, str]:
-    """A key's base and its ``VARIANT`` (empty for a base key)."""
-    base, _, variant_part = key.partition("~")
-    return base, variant_part
+    def __new__(
+        cls, fingerprint: str, flag: str, context: str, tail: str, variant: str = ""
+    ) -> Key:
+        return super().__new__(cls, fingerprint, flag, context, tail, variant)
 
+    def __str__(self) -> str:
+        text = f"{self.fingerprint}{self.flag}{self.context}-{self.tail}"
+        return f"{text}~{self.variant}" if self.variant else text
 
-def with_variant(base: str, variant_part: str) -> str:
-    """The key of a ``VARIANT`` of a base key."""
-    return f"{base}~{variant_part}"
+    @classmethod
+    def parse(cls, text: str) -> Key:
+        """The parts of a key this module wrote; ValueError for anything else."""
+        head, dash, rest = text.partition("-")
+        if not dash or len(head) < FINGERPRINT_LENGTH:
+            raise ValueError(f"not a template key: {text!r}")
+        fingerprint, middle = head[:FINGERPRINT_LENGTH], head[FINGERPRINT_LENGTH:]
+        dot = middle.find(".")
+        flag, context = (middle[:dot], middle[dot:]) if dot >= 0 else (middle, "")
+        if flag not in ("", "e", "r", "?"):
+            raise ValueError(f"not a template key: {text!r}")
+        tail, _, variant_part = rest.partition("~")
+        return cls(fingerprint, flag, context, tail, variant_part)
+
+    def base(self) -> Key:
+        """The key without its ``VARIANT``."""
+        return self._replace(variant="")
+
+    def with_variant(self, variant_part: str) -> Key:
+        """The key of a ``VARIANT`` of this key's base."""
+        return self._replace(variant=variant_part)
 
 
 class EnvState:
@@ -94,8 +112,8 @@ class EnvState:
         "fingerprint",
         "is_async",
         "keys",
+        "layers",
         "private",
-        "slots",
         "unops",
         "uncached",
     )
@@ -110,9 +128,9 @@ class EnvState:
         self.private = False
         #: The environment could not be read at all: Jinja compiles, nothing is stored.
         self.uncached = False
-        #: The tiers this environment's entries may use (the cache's; memory only when
-        #: private).
-        self.slots: tuple[Any, ...] = ()
+        #: The layers this environment's entries may use (the cache's; the object layers
+        #: only when private).
+        self.layers: tuple[Any, ...] = ()
         #: (name, filename, key context) -> key
         self.keys: dict[tuple[str, str | None, str], str] = {}
         self.extensions = len(env.extensions)
@@ -152,22 +170,22 @@ class Keyring:
     """The keys of one cache: each environment's :class:`EnvState`, held by the
     environment's id and forgotten with it, and the key of each template for it.
 
-    ``slots`` are the tiers an environment's entries go to, ``private_slots`` those of a
+    ``layers`` are the layers an environment's entries go to, ``private_layers`` those of a
     private environment (opaque here); ``key_context`` is the cache's option of that
     name; ``log`` the cache's rate-limited log."""
 
     def __init__(
         self,
-        slots: tuple[Any, ...],
-        private_slots: tuple[Any, ...],
+        layers: tuple[Any, ...],
+        private_layers: tuple[Any, ...],
         key_context: Callable[[Environment], str] | None,
         log: RateLimitedLog,
     ) -> None:
         self.states: dict[int, EnvState] = {}
         self.fingerprinter = Fingerprinter()
         self.key_context = key_context
-        self._slots = slots
-        self._private_slots = private_slots
+        self._layers = layers
+        self._private_layers = private_layers
         self._log = log
         #: Private environments get tokens of this cache object alone.
         self._salt = os.urandom(8).hex()
@@ -186,13 +204,13 @@ class Keyring:
         fresh = EnvState(env, weakref.ref(env, functools.partial(self._forget, env_id)))
         try:
             fresh.fingerprint = self.fingerprinter.fingerprint(env, fresh.base)
-            fresh.slots = self._slots
+            fresh.layers = self._layers
         except Unkeyable as exc:
             self._private_count += 1
             fresh.private = True
             # A token of this environment alone, as long as a fingerprint, never shared.
             fresh.fingerprint = f"p{self._salt}{self._private_count:015x}"
-            fresh.slots = self._private_slots
+            fresh.layers = self._private_layers
             self._log.warning(
                 "fingerprint:private",
                 "tiered_bccache: %s; this environment's entries stay in this process's "
@@ -260,14 +278,14 @@ class Keyring:
                 return None
             if len(state.keys) >= _MAX_MEMO:
                 state.keys.clear()
-            key = compose(state.fingerprint, flag, context, name_key(name, filename))
+            key = str(Key(state.fingerprint, flag, context, name_key(name, filename)))
             state.keys[memo] = key
         return key
 
     def remember(self, state: EnvState, name: str, filename: str | None, key: str) -> None:
         """Have later lookups of ``name`` in the environment of ``state`` go to ``key``
         (a variant) at once."""
-        state.keys[name, filename, context_of(key, state.fingerprint)] = key
+        state.keys[name, filename, Key.parse(key).context] = key
 
     def context(self, env: Environment) -> str | None:
         """The ``CONTEXT`` part of a key: ``"."`` and what the function answered

@@ -1,6 +1,6 @@
 """What a cache counts as a whole, and its access trace.
 
-The tiers' own counters live on their slots (:mod:`tiered_bccache.stack`); a
+The tiers' own counters live on their guards (:mod:`tiered_bccache.guard`); a
 :class:`Recorder` holds the cache's: lookups, hits and misses of named templates and of
 strings, compiles, waits for a lease, what could not be cached, and the time compiles
 took, plus the trace (``tiered-bccache tune`` reads it) while one is recorded.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from .stats import CacheStats, logger, snapshot
 
 if TYPE_CHECKING:
-    from .stack import Slot
+    from .layers import Layer
     from .trace import TraceWriter
 
 __all__ = ["Recorder"]
@@ -66,17 +66,17 @@ class Recorder:
         """A lookup waited for another process's lease."""
         self.lease_waits += 1
 
-    def stats(self, slots: Iterable[Slot]) -> CacheStats:
-        """A snapshot of these counters and of the tiers' in ``slots``."""
+    def stats(self, layers: Iterable[Layer]) -> CacheStats:
+        """A snapshot of these counters and of the tiers' in ``layers``."""
         return CacheStats(
             tiers=tuple(
                 snapshot(
-                    s.name,
-                    s.counters,
-                    s.breaker.state if s.breaker is not None else "none",
-                    getattr(s.tier, "events", None),
+                    layer.name,
+                    layer.guard.counters,
+                    layer.guard.breaker.state if layer.guard.breaker is not None else "none",
+                    layer.events,
                 )
-                for s in slots
+                for layer in layers
             ),
             lookups=self.lookups,
             hits=self.hits,

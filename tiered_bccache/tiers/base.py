@@ -8,15 +8,17 @@ optional methods, ``describe`` and ``probe``, let the command line report on it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from filelock import FileLock
+
     from .filesystem import FileSystemTier
 
-__all__ = ["ByteTier", "Tier", "check_tiers", "tier_name"]
+__all__ = ["ByteTier", "Capabilities", "Tier", "capabilities", "check_tiers", "tier_name"]
 
 
 @runtime_checkable
@@ -38,8 +40,18 @@ class Tier(Protocol):
     - ``max_entry_size`` (int or None): larger entries are skipped and counted.
     - ``compress`` (bool, default False): entries for this tier are zlib-compressed.
 
-    Optional methods, which the command line calls when present (:class:`ByteTier` has
-    both, with defaults; see there): ``describe()`` and ``probe()``.
+    - ``holds_objects`` (bool, default False): the tier keeps ready code objects, not
+      bytes (:class:`~tiered_bccache.MemoryTier`); ``set`` takes a third argument, the
+      entry's weight.
+    - ``lease(key)``: a ``filelock`` lock the cache holds while it compiles the template
+      under ``key``, so one process of the host compiles it (the filesystem tier).
+    - ``events`` (mapping of str to int): counts of what the tier noticed itself, shown
+      in ``stats()`` (the server tiers' namespace generations).
+    - ``close()``: release connections (``cache.close()`` calls it).
+
+    The cache reads these once, when it is built (:func:`capabilities`). Optional methods
+    the command line calls when present (:class:`ByteTier` has both, with defaults; see
+    there): ``describe()`` and ``probe()``.
     """
 
     def get(self, key: str) -> bytes | None: ...
@@ -111,6 +123,40 @@ class ByteTier:
         """Raise, as the tier's calls would, when it cannot be reached: the command line
         probes the tiers before it changes anything. A local tier returns at once, as
         this default does."""
+
+
+#: What the cache reads of a tier once, with the defaults of a tier that declares none
+#: (see :class:`Tier`). (Functional form: a class form under postponed annotations has
+#: typing compile each field's annotation in every process.)
+Capabilities = NamedTuple(  # noqa: UP014
+    "Capabilities",
+    [
+        ("name", str),
+        ("remote", bool),
+        ("compress", bool),
+        ("max_entry_size", "int | None"),
+        ("holds_objects", bool),
+        ("lease", "Callable[[str], FileLock] | None"),
+        ("events", "Mapping[str, int] | None"),
+        ("close", "Callable[[], object] | None"),
+    ],
+)
+
+
+def capabilities(tier: object) -> Capabilities:
+    """What ``tier`` declares of the optional attributes and methods of :class:`Tier`."""
+    lease = getattr(tier, "lease", None)
+    close = getattr(tier, "close", None)
+    return Capabilities(
+        tier_name(tier),
+        bool(getattr(tier, "remote", False)),
+        bool(getattr(tier, "compress", False)),
+        getattr(tier, "max_entry_size", None),
+        bool(getattr(tier, "holds_objects", False)),
+        lease if callable(lease) else None,
+        getattr(tier, "events", None),
+        close if callable(close) else None,
+    )
 
 
 def tier_name(tier: object) -> str:
