@@ -1,18 +1,19 @@
 """TieredBytecodeCache: Jinja's bytecode cache over a stack of tiers.
 
-The adapter: Jinja's hooks (``get_bucket``, ``load_bytecode``), ``from_string``, the
-compile with stand-ins and its write-through, ``clear``, ``stats``, ``close`` and
-pickling. What goes into a key is :mod:`tiered_bccache.keys`'s, the walk over the tiers
-:mod:`tiered_bccache.stack`'s, the counters :mod:`tiered_bccache.recorder`'s, which
-strings are stored :mod:`tiered_bccache.admission`'s.
+The adapter: Jinja's hooks (``get_bucket``, ``load_bytecode``), ``from_string``,
+``put``, ``clear``, ``stats``, ``close`` and pickling. What goes into a key is
+:mod:`tiered_bccache.keys`'s, the walk over the tiers :mod:`tiered_bccache.stack`'s
+(each tier a :mod:`~tiered_bccache.layers` layer behind its
+:mod:`~tiered_bccache.guard`), the bucket :mod:`tiered_bccache.lookup`'s, the compile
+and its write-through :class:`tiered_bccache.compiling.Compiler`'s, the counters
+:mod:`tiered_bccache.recorder`'s, which strings are stored
+:mod:`tiered_bccache.admission`'s.
 """
 
 from __future__ import annotations
 
 import functools
-import marshal
 import os
-import time
 import types
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
@@ -22,10 +23,10 @@ from jinja2.bccache import Bucket, BytecodeCache
 
 from .admission import Admission
 from .breaker import CircuitBreaker
-from .compiling import Dependencies, compile_isolated, own_class
+from .compiling import Compiler, own_class
 from .entry import EntryCodec, source_digest
 from .errors import ConfigurationError
-from .keys import EnvState, Key, Keyring, name_key
+from .keys import Keyring, name_key
 from .lookup import Lookup, memory_hit
 from .recorder import Recorder
 from .secret import ENV_VAR, resolve_secret
@@ -159,6 +160,7 @@ class TieredBytecodeCache(BytecodeCache):
         #: Each environment's state, by id (the keyring's).
         self._states = self._keys.states
         self._rec = Recorder()
+        self._compiler = Compiler(self._stack, self._rec, self._log)
         if trace is not None:
             self.start_trace(trace)
 
@@ -221,10 +223,7 @@ class TieredBytecodeCache(BytecodeCache):
         every tier; a variant key follows when another environment's entry is there
         first). Empty when the environment cannot be keyed."""
         state = self._keys.state(environment)
-        key = (
-            None if state.uncached else self._keys.template_key(state, environment, name, filename)
-        )
-        return key or ""
+        return self._keys.template_key(state, environment, name, filename) or ""
 
     def get_cache_key(self, name: str, filename: str | None = None) -> str:
         """Jinja's key for a template name, for names with lone surrogates too."""
@@ -248,12 +247,9 @@ class TieredBytecodeCache(BytecodeCache):
         keys, rec = self._keys, self._rec
         state = keys.state(environment)
         rec.lookups += 1
-        key = None if state.uncached else keys.template_key(state, environment, name, filename)
+        key = keys.template_key(state, environment, name, filename)
         if key is None:
-            # Jinja compiles and hands the bucket to set_bucket, which stores nothing.
-            rec.misses += 1
-            rec.uncached += 1
-            return Lookup(environment, "", source, ())
+            return self._uncached(environment, source)
         bucket = Lookup(environment, key, source, state.layers)
         code, start = memory_hit(self._first, environment, key, source, rec)
         if code is not None:
@@ -270,25 +266,31 @@ class TieredBytecodeCache(BytecodeCache):
             if fresh is not state:
                 # A setting changed in place since the fingerprint: what is compiled now
                 # goes under the key of the settings it is compiled with.
-                state, key = fresh, self._keys.template_key(fresh, environment, name, filename)
-                if key is None or fresh.uncached:
-                    self._rec.misses += 1
-                    self._rec.uncached += 1
-                    return Lookup(environment, "", source, ())
+                state, key = fresh, keys.template_key(fresh, environment, name, filename)
+                if key is None:
+                    return self._uncached(environment, source)
                 bucket = Lookup(environment, key, source, state.layers)
                 size = self._stack.load(bucket)
         if size is None and self._stack.lease_layer is not None and not state.private:
-            compile_here = functools.partial(self._compile, bucket, state, name, filename, source)
+            compile_here = functools.partial(
+                self._compiler.compile, bucket, state, name, filename, source
+            )
             size = self._stack.under_lease(bucket, compile_here, rec.waited, self.lease_timeout)
         elif size is None:
-            self._compile(bucket, state, name, filename, source)
+            self._compiler.compile(bucket, state, name, filename, source)
         if size is None:
-            self._rec.misses += 1
+            rec.misses += 1
         else:
-            self._rec.hits += 1
-            if self._rec.trace is not None:
-                self._rec.record(key, size)
+            rec.hits += 1
+            if rec.trace is not None:
+                rec.record(key, size)
         return bucket
+
+    def _uncached(self, environment: Environment, source: str) -> Lookup:
+        # Jinja compiles and hands the bucket to set_bucket, which stores nothing.
+        self._rec.misses += 1
+        self._rec.uncached += 1
+        return Lookup(environment, "", source, ())
 
     def from_string(
         self,
@@ -323,56 +325,48 @@ class TieredBytecodeCache(BytecodeCache):
         is keyed by its ``repr``, which names every field of every node, as the code
         Jinja generates from it writes its constants by their ``repr``."""
         text = source if isinstance(source, str) else repr(source)
-        kind = "s" if isinstance(source, str) else "t"
-        state = self._keys.state(environment)
-        self._rec.string_lookups += 1
-        flag = None if state.uncached else state.flag(None)
-        context = None
-        if flag is not None:
-            context = "" if self._keys.key_context is None else self._keys.context(environment)
-        if flag is None or context is None:
-            self._rec.string_misses += 1
-            self._rec.uncached += 1
+        tail = ("s" if isinstance(source, str) else "t") + source_digest(text)
+        keys, rec = self._keys, self._rec
+        state = keys.state(environment)
+        rec.string_lookups += 1
+        key = keys.string_key(state, environment, tail)
+        if key is None:
+            rec.string_misses += 1
+            rec.uncached += 1
             return own_class(environment).compile(environment, source)
-        digest = source_digest(text)
-        key = str(Key(state.fingerprint, flag, context, kind + digest))
-        code, start = memory_hit(self._first, environment, key, text, self._rec)
+        code, start = memory_hit(self._first, environment, key, text, rec)
         if code is not None:
-            self._rec.string_hits += 1
+            rec.string_hits += 1
             return code
         bucket = Lookup(environment, key, text, state.layers)
-        bucket.checksum = digest
+        bucket.checksum = digest = tail[1:]
         size = self._stack.load(bucket, start)
         if size is None and bucket.foreign is not None:
             size = self._stack.load_variant(bucket)
             key = bucket.key
         if size is not None and bucket.code is not None:
-            self._rec.string_hits += 1
-            if self._rec.trace is not None:
-                self._rec.record(key, size)
+            rec.string_hits += 1
+            if rec.trace is not None:
+                rec.record(key, size)
             return bucket.code
-        self._rec.string_misses += 1
-        fresh = self._keys.recheck(environment, state)
+        rec.string_misses += 1
+        fresh = keys.recheck(environment, state)
         if fresh is not state:
             # A setting changed in place since the fingerprint (see get_bucket).
-            state = fresh
-            if state.uncached:
-                self._rec.uncached += 1
+            state, key = fresh, keys.string_key(fresh, environment, tail)
+            if key is None:
+                rec.uncached += 1
                 return own_class(environment).compile(environment, source)
-            key = str(Key(state.fingerprint, flag, context, kind + digest))
-        code, dependencies = self._isolated(environment, state, source, None, None, flag)
+        code, dependencies = self._compiler.isolated(environment, state, source, None, None)
         if dependencies is None:
             return code  # Jinja's, uncached
         if not self._admission.admit(digest):
-            self._rec.strings_not_admitted += 1
-            if self._rec.trace is not None:
-                self._rec.record(key, 0)  # a lookup all the same; its size is not known
+            rec.strings_not_admitted += 1
+            if rec.trace is not None:
+                rec.record(key, 0)  # a lookup all the same; its size is not known
             return code
-        raw = marshal.dumps((dependencies, code))
-        self._rec.string_compiles += 1
-        self._stack.store(state.layers, key, text, digest, code, dependencies, raw)
-        if self._rec.trace is not None:
-            self._rec.record(key, len(raw))
+        rec.string_compiles += 1
+        self._compiler.write(state.layers, key, text, digest, code, dependencies)
         return code
 
     def put(
@@ -382,14 +376,12 @@ class TieredBytecodeCache(BytecodeCache):
         every tier under the key such a lookup uses (what ``tiered-bccache warm``
         does); return the code. Raises what Jinja's compile raises."""
         state = self._keys.state(environment)
-        key = (
-            None if state.uncached else self._keys.template_key(state, environment, name, filename)
-        )
+        key = self._keys.template_key(state, environment, name, filename)
         if key is None:
             self._rec.uncached += 1
             return own_class(environment).compile(environment, source, name, filename)
         bucket = Lookup(environment, key, source, state.layers)
-        self._compile(bucket, state, name, filename, source)
+        self._compiler.compile(bucket, state, name, filename, source)
         assert bucket.code is not None
         return bucket.code
 
@@ -409,10 +401,7 @@ class TieredBytecodeCache(BytecodeCache):
         state = self._keys.state(bucket.environment)
         if state.uncached:
             return
-        key = bucket.key
-        if "-" not in key:  # not already one of ours
-            key = str(Key(state.fingerprint, "?" if callable(state.autoescape) else "", "", key))
-        bucket.key = key
+        bucket.key = key = self._keys.bucket_key(state, bucket.key)
         lookup = Lookup(bucket.environment, key, None, state.layers)
         lookup.checksum = bucket.checksum
         if self._stack.load(lookup) is not None:
@@ -425,62 +414,6 @@ class TieredBytecodeCache(BytecodeCache):
     def clear(self) -> None:
         """Empty every tier (memcached by namespace generation, never ``flush_all``)."""
         self._stack.clear()
-
-    # -- compiling ------------------------------------------------------------------------
-
-    def _isolated(
-        self,
-        env: Environment,
-        state: EnvState,
-        source: str | nodes.Template,
-        name: str | None,
-        filename: str | None,
-        flag: str,
-    ) -> tuple[types.CodeType, Dependencies | None]:
-        """Compile with the application's callables non-foldable. When that fails, compile
-        as Jinja does: its exception is the one the caller gets, and if it succeeds the
-        code is Jinja's and not ours to store (no dependencies; counted as uncached)."""
-        autoescape = flag == "e" if flag else bool(state.autoescape)
-        started = time.perf_counter()
-        try:
-            return compile_isolated(env, state.base, source, name, filename, autoescape)
-        except Exception as exc:
-            isolated = exc
-        finally:
-            self._rec.compile_seconds += time.perf_counter() - started
-        code = state.base.compile(env, source, name, filename)  # raises as Jinja does
-        self._rec.uncached += 1
-        self._log.warning(
-            "compile:uncached",
-            "tiered_bccache: a template compiles in Jinja but not with the cache's "
-            "stand-ins for application callables (%r); it is compiled uncached",
-            isolated,
-        )
-        return code, None
-
-    def _compile(
-        self,
-        bucket: Lookup,
-        state: EnvState,
-        name: str | None,
-        filename: str | None,
-        source: str,
-    ) -> None:
-        """Compile the bucket's template, set ``bucket.code`` and write it through."""
-        flag = state.flag(name)
-        code, dependencies = self._isolated(
-            bucket.environment, state, source, name, filename, flag or ""
-        )
-        bucket.code = code
-        if dependencies is None:
-            return
-        raw = marshal.dumps((dependencies, code))
-        self._rec.compiles += 1
-        self._stack.store(
-            bucket.layers, bucket.key, source, bucket.checksum, code, dependencies, raw
-        )
-        if self._rec.trace is not None:
-            self._rec.record(bucket.key, len(raw))
 
     # -- observability --------------------------------------------------------------------
 

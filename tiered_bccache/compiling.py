@@ -22,25 +22,40 @@ convention (``_PassArg``). The copy records, for every filter and test name the 
 looked up, what it found there (Jinja's own function, a convention, or nothing): the
 entry carries that list and a lookup checks it against the environment at hand, so an
 entry is only ever used where code generation would have written the same code.
+
+:class:`Compiler` is the cache's use of this: it compiles so, falls back to Jinja's own
+compile (uncached) where a template needs the real callables to compile at all, and
+writes what it compiled through the tiers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import marshal
+import time
 import types
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, Undefined, nodes
 from jinja2.filters import FILTERS
 from jinja2.tests import TESTS
 from jinja2.utils import _PassArg, pass_context, pass_environment, pass_eval_context
 
+if TYPE_CHECKING:
+    from .keys import EnvState
+    from .layers import Layer
+    from .lookup import Lookup
+    from .recorder import Recorder
+    from .stack import TierStack
+    from .stats import RateLimitedLog
+
 __all__ = [
     "ABSENT",
+    "Compiler",
     "BASE_ATTRIBUTE",
     "Dependencies",
+    "compile_for_cache",
     "compile_isolated",
     "dependencies_hold",
     "own_class",
@@ -242,6 +257,26 @@ def compile_isolated(
     return code, (filters.dependencies(), tests.dependencies())
 
 
+def compile_for_cache(
+    env: Environment,
+    base: type[Environment],
+    source: str | nodes.Template,
+    name: str | None,
+    filename: str | None,
+    autoescape: bool,
+) -> tuple[types.CodeType, Dependencies | None, Exception | None]:
+    """:func:`compile_isolated`, and when that fails, the environment's own compile,
+    whose exception is then the one the caller gets (raised outside the handler: no
+    "during handling" context). Returns the code, its dependencies (None for Jinja's
+    code, which is not the cache's to store) and why the isolated compile failed."""
+    try:
+        code, dependencies = compile_isolated(env, base, source, name, filename, autoescape)
+        return code, dependencies, None
+    except Exception as exc:
+        isolated = exc
+    return base.compile(env, source, name, filename), None, isolated
+
+
 def dependencies_hold(env: Environment, dependencies: Dependencies) -> bool:
     """Whether ``env``'s filters and tests are what the compile that produced an entry
     found (so code generation would write the same code here). This runs on every hit,
@@ -301,3 +336,75 @@ def valid_dependencies(value: object) -> bool:
             ):
                 return False
     return True
+
+
+class Compiler:
+    """Compiles for one cache, under its control, and writes what it compiled through
+    its stack; the time and the outcome go to the cache's recorder and log."""
+
+    __slots__ = ("log", "rec", "stack")
+
+    def __init__(self, stack: TierStack, rec: Recorder, log: RateLimitedLog) -> None:
+        self.stack = stack
+        self.rec = rec
+        self.log = log
+
+    def isolated(
+        self,
+        env: Environment,
+        state: EnvState,
+        source: str | nodes.Template,
+        name: str | None,
+        filename: str | None,
+    ) -> tuple[types.CodeType, Dependencies | None]:
+        """Compile with the application's callables non-foldable and autoescape as the
+        key says for ``name``; where that fails, Jinja's code, uncached (see
+        :func:`compile_for_cache`)."""
+        flag = state.flag(name)
+        autoescape = flag == "e" if flag else bool(state.autoescape)
+        started = time.perf_counter()
+        try:
+            code, dependencies, isolated = compile_for_cache(
+                env, state.base, source, name, filename, autoescape
+            )
+        finally:
+            self.rec.compile_seconds += time.perf_counter() - started
+        if isolated is not None:
+            self.rec.uncached += 1
+            self.log.warning(
+                "compile:uncached",
+                "tiered_bccache: a template compiles in Jinja but not with the cache's "
+                "stand-ins for application callables (%r); it is compiled uncached",
+                isolated,
+            )
+        return code, dependencies
+
+    def compile(
+        self,
+        bucket: Lookup,
+        state: EnvState,
+        name: str | None,
+        filename: str | None,
+        source: str,
+    ) -> None:
+        """Compile the bucket's template, set ``bucket.code`` and write it through."""
+        code, dependencies = self.isolated(bucket.environment, state, source, name, filename)
+        bucket.code = code
+        if dependencies is not None:
+            self.rec.compiles += 1
+            self.write(bucket.layers, bucket.key, source, bucket.checksum, code, dependencies)
+
+    def write(
+        self,
+        layers: tuple[Layer, ...],
+        key: str,
+        source: str,
+        checksum: str,
+        code: types.CodeType,
+        dependencies: Dependencies,
+    ) -> None:
+        """Write a compile through ``layers`` under ``key`` (and into the trace)."""
+        raw = marshal.dumps((dependencies, code))
+        self.stack.store(layers, key, source, checksum, code, dependencies, raw)
+        if self.rec.trace is not None:
+            self.rec.record(key, len(raw))

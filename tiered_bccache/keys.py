@@ -266,7 +266,10 @@ class Keyring:
     ) -> str | None:
         """The key of template ``name`` for an environment with ``state``, remembered per
         environment (the autoescape flag is that environment's answer for the name, the
-        context the ``key_context`` function's now); None when either raised."""
+        context the ``key_context`` function's now); None when either raised, or when
+        the environment cannot be read (``state.uncached``)."""
+        if state.uncached:
+            return None
         context = "" if self.key_context is None else self.context(env)
         if context is None:
             return None
@@ -281,6 +284,25 @@ class Keyring:
             key = str(Key(state.fingerprint, flag, context, name_key(name, filename)))
             state.keys[memo] = key
         return key
+
+    def string_key(self, state: EnvState, env: Environment, tail: str) -> str | None:
+        """The key of a template string (``tail``: its kind and digest) for an
+        environment with ``state``; None as for :meth:`template_key`."""
+        if state.uncached:
+            return None
+        flag = state.flag(None)
+        context = "" if self.key_context is None else self.context(env)
+        if flag is None or context is None:
+            return None
+        return str(Key(state.fingerprint, flag, context, tail))
+
+    def bucket_key(self, state: EnvState, key: str) -> str:
+        """The key for a bucket Jinja built (``key`` is Jinja's name key, or one of ours
+        already): the template name is not known, so a callable autoescape is keyed as
+        unknown (``?``)."""
+        if "-" in key:
+            return key
+        return str(Key(state.fingerprint, "?" if callable(state.autoescape) else "", "", key))
 
     def remember(self, state: EnvState, name: str, filename: str | None, key: str) -> None:
         """Have later lookups of ``name`` in the environment of ``state`` go to ``key``
