@@ -54,6 +54,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -66,7 +67,6 @@ from .tiers.base import Tier
 from .tiers.filesystem import FileSystemTier
 from .tiers.memcached import MemcachedTier
 from .tiers.memory import MemoryTier
-from .tiers.sqlite import SQLiteTier
 
 if TYPE_CHECKING:
     from .tiers.redis import RedisTier
@@ -131,15 +131,14 @@ def parse_tier(
         raise SpecError(f"tier {spec!r}: a spec is a string, not a {type(spec).__name__}")
     text = spec.strip()
     kind, _, rest = text.partition(":")
-    parser = _PARSERS.get(kind)
-    if parser is None:
+    known = _KINDS.get(kind)
+    if known is None:
+        forms = [k.form for k in _KINDS.values() if k.form]
         raise SpecError(
-            f"tier {spec!r}: unknown kind {kind!r}; expected memory[:...], fs[:PATH], "
-            "memcached:HOST:PORT, redis://HOST:PORT/DB, rediss://HOST:PORT/DB, "
-            "redis+unix:///PATH, redis+cluster://HOST:PORT,... or sqlite:PATH"
+            f"tier {spec!r}: unknown kind {kind!r}; expected {', '.join(forms[:-1])} or {forms[-1]}"
         )
     try:
-        return parser(text, rest, _Timeouts(memcached_timeout, redis_timeout))
+        return known.parser(text, rest, _Timeouts(memcached_timeout, redis_timeout))
     except SpecError as exc:
         raise SpecError(f"tier {spec!r}: {exc}") from None
     except ConfigurationError as exc:
@@ -278,15 +277,36 @@ def _check_redis_url(url: str) -> None:
             raise SpecError(f"database {db!r} is not a number; {_REDIS_FORMS}")
 
 
-#: The parser of each kind of tier, by the text before the spec's first colon: given the
-#: whole spec, the text after that colon and the timeouts, it returns the tier or raises
-#: SpecError saying what is wrong (parse_tier quotes the spec).
-_PARSERS: dict[str, Callable[[str, str, _Timeouts], Tier]] = {
-    "memory": _memory,
-    **dict.fromkeys(("fs", "filesystem"), _filesystem),
-    "memcached": _memcached,
-    **dict.fromkeys(("redis", "rediss", "redis+unix", "redis+cluster"), _redis),
-    "sqlite": lambda spec, rest, timeouts: SQLiteTier.from_spec(spec),
+def _from_spec(path: str) -> _Parser:
+    """The parser of a tier class that reads its own specs (a ``from_spec`` class
+    method), named ``"module:Class"``: its module is imported when a spec of its kind is
+    first parsed."""
+
+    def parse(spec: str, rest: str, timeouts: _Timeouts) -> Tier:
+        module, _, name = path.partition(":")
+        tier: Tier = getattr(importlib.import_module(module), name).from_spec(spec)
+        return tier
+
+    return parse
+
+
+_Parser = Callable[[str, str, _Timeouts], Tier]
+#: A kind of tier: its parser (given the whole spec, the text after the kind's colon and
+#: the timeouts, it returns the tier or raises SpecError saying what is wrong; parse_tier
+#: quotes the spec) and the form an unknown kind's message lists (empty for an alias).
+_Kind = NamedTuple("_Kind", [("parser", _Parser), ("form", str)])  # noqa: UP014
+
+#: Every kind of tier, by the text before the spec's first colon: one line each.
+_KINDS: dict[str, _Kind] = {
+    "memory": _Kind(_memory, "memory[:...]"),
+    "fs": _Kind(_filesystem, "fs[:PATH]"),
+    "filesystem": _Kind(_filesystem, ""),
+    "memcached": _Kind(_memcached, "memcached:HOST:PORT"),
+    "redis": _Kind(_redis, "redis://HOST:PORT/DB"),
+    "rediss": _Kind(_redis, "rediss://HOST:PORT/DB"),
+    "redis+unix": _Kind(_redis, "redis+unix:///PATH"),
+    "redis+cluster": _Kind(_redis, "redis+cluster://HOST:PORT,..."),
+    "sqlite": _Kind(_from_spec("tiered_bccache.tiers.sqlite:SQLiteTier"), "sqlite:PATH"),
 }
 
 
