@@ -109,15 +109,16 @@ class Guard:
         """Count and log a failure of the tier and tell its breaker; raise it as
         :class:`~tiered_bccache.TierError` in strict mode. A failure this lookup has
         already counted is not counted or logged again, but the breaker still hears of
-        it (a probe it handed out must be answered)."""
+        it (a probe it handed out must be answered), and its opening is logged."""
         # A timeout means a hung server: open at once rather than pay a second one.
         breaker = self.breaker
         opened = breaker is not None and breaker.failure(trip=isinstance(exc, TimeoutError))
+        repeat = False
         if lookup is not None:
-            if lookup.failed & self.bit:
-                return
+            repeat = bool(lookup.failed & self.bit)
             lookup.failed |= self.bit
-        self.counters.errors += 1
+        if not repeat:
+            self.counters.errors += 1
         if opened:
             assert breaker is not None
             self.log.warning(
@@ -127,7 +128,7 @@ class Guard:
                 exc,
                 breaker.cooldown,
             )
-        else:
+        elif not repeat:
             self.log.warning(
                 f"{self.name}:{operation}",
                 "tiered_bccache: %s failed during %s: %r",
@@ -135,7 +136,7 @@ class Guard:
                 operation,
                 exc,
             )
-        if self.strict:
+        if self.strict and not repeat:
             raise TierError(self.name, operation, exc) from exc
 
 
