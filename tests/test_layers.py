@@ -21,6 +21,7 @@ from tiered_bccache.guard import Guard
 from tiered_bccache.keys import Key, name_key
 from tiered_bccache.layers import ByteLayer, Held, ObjectLayer, Payload
 from tiered_bccache.lookup import Lookup
+from tiered_bccache.stack import TierStack
 from tiered_bccache.stats import RateLimitedLog
 from tiered_bccache.tiers.base import capabilities
 
@@ -401,16 +402,23 @@ def test_an_object_tier_that_raises_on_get_is_counted_through_the_guard(
     assert "memory failed during get" in caplog.text
 
 
-def test_an_object_layer_behind_an_open_breaker_is_skipped() -> None:
-    """With its breaker open the layer neither asks its tier nor counts a miss: a skip."""
-    tier = MemoryTier()
-    breaker = CircuitBreaker(failure_threshold=1, cooldown=60.0)
-    breaker.failure()
-    layer = ObjectLayer(tier, capabilities(tier), Guard("memory", breaker, RateLimitedLog()))
-    tier.set(KEY, Held(SOURCE, CHECKSUM, compiled()[0], 10, compiled()[1]), 10)
-    assert layer.fetch(lookup()) is None
-    counters = layer.counters
-    assert (counters.skipped, counters.hits, counters.misses) == (1, 0, 0)
+def test_a_tier_of_objects_that_says_it_is_remote_gets_no_breaker() -> None:
+    """A tier of code objects lives in this process whatever its ``remote`` says: the
+    stack puts no breaker in front of it (a breaker would skip the memory tier)."""
+
+    class RemoteMemory(MemoryTier):
+        remote = True
+
+    stack = TierStack(
+        [RemoteMemory(), DictTier(remote=True)],
+        EntryCodec(SECRET),
+        CircuitBreaker,
+        strict=False,
+        log=RateLimitedLog(),
+    )
+    assert [layer.objects for layer in stack.layers] == [True, False]
+    assert stack.layers[0].guard.breaker is None
+    assert stack.layers[1].guard.breaker is not None
 
 
 # -- ObjectLayer.put ----------------------------------------------------------------------

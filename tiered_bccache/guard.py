@@ -21,7 +21,7 @@ for failures). Nothing here knows Jinja.
 
 from __future__ import annotations
 
-import time
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import EntryError, TierError
@@ -151,7 +151,7 @@ class Call:
         self.operation = operation
         self.lookup = lookup
         self.failed = False
-        self.started = time.perf_counter_ns() if timed else 0
+        self.started = perf_counter_ns() if timed else 0
 
     def __enter__(self) -> Call:
         return self
@@ -164,7 +164,7 @@ class Call:
     ) -> bool:
         guard = self.guard
         if self.started:
-            guard.counters.latency.observe(time.perf_counter_ns() - self.started)
+            guard.counters.latency.observe(perf_counter_ns() - self.started)
         breaker = guard.breaker
         if exc is None:
             if breaker is not None:

@@ -120,7 +120,7 @@ class Payload:
         self.size = size if size else (len(raw) if raw is not None else 0)
         #: A promotion, not a compile (counted as such by the layers it fills).
         self.promoted = raw is None
-        self._encoded: dict[bool, bytes] = {}
+        self._encoded: dict[bool, bytes] | None = None  # made when first needed
         self._loaded: types.CodeType | None = None
 
     def marshalled(self) -> bytes:
@@ -151,6 +151,8 @@ class Payload:
         data = self.data
         if data is not None and is_compressed(data) == compress:
             return data
+        if self._encoded is None:
+            self._encoded = {}
         entry = self._encoded.get(compress)
         if entry is None:
             entry = codec.encode(self.key, self.checksum, self.marshalled(), compress=compress)
@@ -201,7 +203,9 @@ class Layer:
 
 
 class ObjectLayer(Layer):
-    """A tier of ready code objects (:class:`~tiered_bccache.MemoryTier`)."""
+    """A tier of ready code objects (:class:`~tiered_bccache.MemoryTier`): in this
+    process, so its calls need no breaker (the stack gives it none); a call that raises
+    is still counted and logged by its guard."""
 
     __slots__ = ()
 
@@ -209,12 +213,10 @@ class ObjectLayer(Layer):
 
     def fetch(self, lookup: Probe) -> Payload | None:
         guard = self.guard
-        if not guard.allow():
-            return None
-        held: Held | None = None
-        with guard.call("get", lookup) as call:
-            held = self.tier.get(lookup.key)
-        if call.failed:
+        try:
+            held: Held | None = self.tier.get(lookup.key)
+        except Exception as exc:
+            guard.failed("get", exc, lookup)
             return None
         if held is None:
             guard.miss(lookup)
@@ -238,22 +240,21 @@ class ObjectLayer(Layer):
         )
 
     def put(self, payload: Payload) -> None:
-        weight = payload.weight()
-        if self._too_large(weight):
+        weight = payload.size or payload.weight()
+        if self.max_entry_size is not None and self._too_large(weight):
             return
         held = Held(
             payload.source,
             payload.checksum,
-            payload.resident_code(),
+            payload.code if payload.promoted else payload.resident_code(),
             weight,
             payload.dependencies,
         )
         guard = self.guard
-        if not guard.allow():
-            return
-        with guard.call("set") as call:
+        try:
             self.tier.set(payload.key, held, weight)
-        if call.failed:
+        except Exception as exc:
+            guard.failed("set", exc)
             return
         counters = guard.counters
         counters.writes += 1
@@ -275,7 +276,7 @@ class ByteLayer(Layer):
 
     def fetch(self, lookup: Probe) -> Payload | None:
         guard = self.guard
-        if not guard.allow():
+        if guard.breaker is not None and not guard.allow():
             return None
         key = lookup.key
         data: bytes | None = None
@@ -311,7 +312,7 @@ class ByteLayer(Layer):
         if self._too_large(len(value)):
             return
         guard = self.guard
-        if not guard.allow():
+        if guard.breaker is not None and not guard.allow():
             return
         with guard.call("set") as call:
             self.tier.set(payload.key, value)

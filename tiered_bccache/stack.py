@@ -70,7 +70,8 @@ class TierStack:
             caps = capabilities(tier)
             guard = Guard(
                 caps.name,
-                breakers() if caps.remote else None,
+                # A tier of code objects is in this process, whatever it says.
+                breakers() if caps.remote and not caps.holds_objects else None,
                 log,
                 bit=1 << index,
                 strict=strict,
