@@ -4,14 +4,10 @@ hung nodes, configuration errors, pickling."""
 from __future__ import annotations
 
 import gc
-import json
-import os
 import pickle
-import signal
 import threading
 import time
 import uuid
-import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +20,7 @@ from pymemcache.exceptions import MemcacheError
 from tests.conftest import MemcachedServer, free_port
 from tiered_bccache import ConfigurationError, MemcachedTier, Tier
 
+from .forking import FORK_DEADLINE, use_across_a_fork
 from .tier_suite import ODD_KEYS, TierContract
 
 
@@ -414,32 +411,6 @@ def test_probe_raises_and_describe_reports_the_error_once_the_server_is_stopped(
 
 # -- fork ------------------------------------------------------------------------------
 
-#: How long a forked child may run before the test kills it and fails.
-FORK_DEADLINE = 20.0
-
-
-def wrong_round_trips(tier: Tier, who: str, rounds: int) -> list[str]:
-    """Set and get ``rounds`` keys of ``who``'s own, each with a value of its own; every
-    one that came back other than exactly what was set, or raised, described."""
-    wrong = []
-    for i in range(rounds):
-        key, value = f"{who}-{i}", f"{who}/{i}/".encode() * (1 + i % 40)
-        try:
-            tier.set(key, value)
-            got = tier.get(key)
-        except Exception as exc:
-            wrong.append(f"{key}: {exc!r}"[:200])
-            continue
-        if got != value:
-            wrong.append(f"{key}: got {got!r}"[:200])
-    return wrong
-
-
-def read_the_parents_entry(tier: Tier) -> list[str]:
-    """What a forked child does first by default: read what the parent wrote before."""
-    got = tier.get("before-the-fork")
-    return [] if got == b"parent" else [f"the parent's entry read back as {got!r}"]
-
 
 def clear_then_read(tier: Tier) -> list[str]:
     """A forked child's first step: clear (which waits for the generation lock), then
@@ -447,61 +418,6 @@ def clear_then_read(tier: Tier) -> list[str]:
     tier.clear()
     got = tier.get("before-the-fork")
     return [] if got is None else [f"the clear did not clear: {got!r}"]
-
-
-def use_across_a_fork(
-    tier: Tier,
-    *,
-    rounds: int = 300,
-    first: Callable[[Tier], list[str]] = read_the_parents_entry,
-) -> tuple[list[str], list[str]]:
-    """Fork while ``tier`` has a connection open. The child runs ``first`` (which returns
-    what it found wrong), checks ``rounds`` round trips of its own, reports through a
-    pipe and leaves with ``os._exit``; meanwhile the parent checks round trips of its own
-    until the child has exited, then ``rounds`` more. Returns what went wrong in the
-    child and in the parent; fails when the child runs past ``FORK_DEADLINE``."""
-    tier.set("before-the-fork", b"parent")
-    assert tier.get("before-the-fork") == b"parent"
-    read_fd, write_fd = os.pipe()
-    with warnings.catch_warnings():
-        # Python 3.12+ warns when a process running threads forks: such forks happen
-        # (a threaded server, multiprocessing) and are what the tier must survive.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the child: report, and never return into pytest
-        status = 70
-        try:
-            os.close(read_fd)
-            try:
-                wrong = first(tier)
-            except Exception as exc:
-                wrong = [f"{first.__name__}: {exc!r}"[:200]]
-            wrong += wrong_round_trips(tier, "child", rounds)
-            os.write(write_fd, json.dumps([len(wrong), wrong[:10]]).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    parent: list[str] = []
-    deadline = time.monotonic() + FORK_DEADLINE
-    reaped, status, round_ = 0, 0, 0
-    try:
-        while not reaped:
-            round_ += 1
-            parent += wrong_round_trips(tier, f"parent{round_}", 5)
-            reaped, status = os.waitpid(pid, os.WNOHANG)
-            if not reaped and time.monotonic() > deadline:
-                pytest.fail(f"the forked child did not finish within {FORK_DEADLINE} s")
-        parent += wrong_round_trips(tier, "parent-after", rounds)
-    finally:
-        if not reaped:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        with os.fdopen(read_fd, "rb") as report:
-            data = report.read()
-    assert os.waitstatus_to_exitcode(status) == 0, "the forked child failed"
-    count, first = json.loads(data)
-    return [f"{count} wrong, first: {first}"] if count else [], parent
 
 
 @pytest.mark.parametrize("servers", ["one server", "a cluster of three"])

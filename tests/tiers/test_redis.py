@@ -17,7 +17,8 @@ import pytest
 import redis
 
 from tests.conftest import SECRET, RedisServer, free_port
-from tests.tiers.test_memcached import clear_then_read, hold_the_generation_lock, use_across_a_fork
+from tests.tiers.forking import use_across_a_fork
+from tests.tiers.test_memcached import clear_then_read, hold_the_generation_lock
 from tests.tiers.test_memcached_generation import FOREIGN_GENERATIONS, is_our_shape
 from tiered_bccache import ConfigurationError, MemoryTier, RedisTier, Tier, TieredBytecodeCache
 

@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import gc
 import itertools
-import json
 import multiprocessing
 import os
 import pickle
-import signal
 import sqlite3
 import stat
 import subprocess
 import sys
 import threading
-import time
-import warnings
 import weakref
-from collections.abc import Callable
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -38,6 +33,7 @@ from tiered_bccache import (
 from tiered_bccache.spec import SpecError, parse_tier
 from tiered_bccache.tiers.sqlite import SQLiteTier
 
+from .forking import use_across_a_fork, wrong_round_trips, wrong_values
 from .tier_suite import TierContract
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -77,37 +73,6 @@ def tier(path: Path) -> SQLiteTier:
 
 def mode(path: str | Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
-
-
-def value_of(who: str, i: int) -> bytes:
-    """A value of ``who``'s own for its ``i``-th key, of a length of its own."""
-    return f"{who}/{i}/".encode() * (1 + i % 50)
-
-
-def wrong_round_trips(tier: Tier, who: str, rounds: int) -> list[str]:
-    """Set and get ``rounds`` keys of ``who``'s own; every one that came back other than
-    exactly what was set, or raised, described."""
-    wrong = []
-    for i in range(rounds):
-        key, value = f"{who}-{i}", value_of(who, i)
-        try:
-            tier.set(key, value)
-            got = tier.get(key)
-        except Exception as exc:
-            wrong.append(f"{key}: {exc!r}"[:200])
-            continue
-        if got != value:
-            wrong.append(f"{key}: got {got!r}"[:200])
-    return wrong
-
-
-def wrong_values(tier: Tier, who: str, rounds: int) -> list[str]:
-    """The keys of ``who`` (see :func:`wrong_round_trips`) that do not read back exactly."""
-    return [
-        f"{who}-{i}: got {got!r}"[:200]
-        for i in range(rounds)
-        if (got := tier.get(f"{who}-{i}")) != value_of(who, i)
-    ]
 
 
 # -- files and modes -------------------------------------------------------------------
@@ -451,62 +416,6 @@ def test_threads_share_one_tier(tier: SQLiteTier) -> None:
         assert wrong_values(tier, f"thread{n}", rounds) == []
 
 
-def use_across_a_fork(
-    tier: SQLiteTier,
-    *,
-    check: Callable[[SQLiteTier], list[str]],
-    rounds: int = 100,
-    parent_writes: bool = True,
-) -> tuple[list[str], list[str]]:
-    """Fork while ``tier`` has its connection open. The child runs ``check`` and
-    ``rounds`` round trips of its own, reports through a pipe and leaves with
-    ``os._exit``; meanwhile the parent (when ``parent_writes``) does round trips of its
-    own until the child has exited. Returns what went wrong in the child and in the
-    parent; fails when the child runs past ``DEADLINE``."""
-    read_fd, write_fd = os.pipe()
-    with warnings.catch_warnings():
-        # Python 3.12+ warns when a process running threads forks: such forks happen
-        # (a threaded server, multiprocessing) and are what the tier must survive.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the child: report, and never return into pytest
-        status = 70
-        try:
-            os.close(read_fd)
-            try:
-                wrong = check(tier)
-            except Exception as exc:
-                wrong = [f"{check.__name__}: {exc!r}"[:200]]
-            wrong += wrong_round_trips(tier, "child", rounds)
-            os.write(write_fd, json.dumps(wrong[:10]).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    parent: list[str] = []
-    deadline = time.monotonic() + DEADLINE
-    reaped, status, round_ = 0, 0, 0
-    try:
-        while not reaped:
-            round_ += 1
-            if parent_writes:
-                parent += wrong_round_trips(tier, f"parent{round_}", 5)
-            else:
-                time.sleep(0.01)
-            reaped, status = os.waitpid(pid, os.WNOHANG)
-            if not reaped and time.monotonic() > deadline:
-                pytest.fail(f"the forked child did not finish within {DEADLINE} s")
-    finally:
-        if not reaped:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        with os.fdopen(read_fd, "rb") as report:
-            data = report.read()
-    assert os.waitstatus_to_exitcode(status) == 0, "the forked child failed"
-    child: list[str] = json.loads(data)
-    return child, parent
-
-
 def test_forked_child_opens_its_own_connection(tier: SQLiteTier) -> None:
     """A child forked from a process whose tier is connected (gunicorn --preload,
     multiprocessing) never uses the parent's connection: it opens its own, reads what
@@ -526,7 +435,7 @@ def test_forked_child_opens_its_own_connection(tier: SQLiteTier) -> None:
             wrong.append("the child kept its idle copy of the parent's connection open")
         return wrong
 
-    child, parent = use_across_a_fork(tier, check=opens_its_own)
+    child, parent = use_across_a_fork(tier, first=opens_its_own, rounds=100)
     assert (child, parent) == ([], [])
     assert tier._db is inherited
     assert wrong_values(tier, "child", 100) == []
@@ -556,7 +465,7 @@ def test_forked_child_is_not_stuck_on_the_lock_a_parent_thread_held(tier: SQLite
     assert held.wait(10)
     try:
         # The parent waits without using the tier: its own calls would wait for the lock.
-        result = use_across_a_fork(tier, check=clear_then_read, parent_writes=False)
+        result = use_across_a_fork(tier, first=clear_then_read, rounds=100, parent_writes=False)
     finally:
         done.set()
         thread.join(10)
