@@ -26,7 +26,7 @@ import functools
 import os
 import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from jinja2 import Environment
 
@@ -51,24 +51,34 @@ def name_key(name: str, filename: str | None) -> str:
 #: The length of every fingerprint: a digest's 32 hex digits, or a private token.
 FINGERPRINT_LENGTH = 32
 
-#: (Functional form: a class form under postponed annotations has typing compile each
-#: field's annotation in every process.)
-_KeyParts = NamedTuple(  # noqa: UP014
-    "_KeyParts",
-    [("fingerprint", str), ("flag", str), ("context", str), ("tail", str), ("variant", str)],
-)
 
-
-class Key(_KeyParts):
+class Key:
     """A key's parts (see the module docstring); ``str(key)`` is the key the tiers use,
-    :meth:`parse` reads one back. The one place the format is written."""
+    :meth:`parse` reads one back. The one place the format is written. (A plain class:
+    a ``NamedTuple`` costs every process that imports the cache a compile.)"""
 
-    __slots__ = ()
+    __slots__ = ("context", "fingerprint", "flag", "tail", "variant")
 
-    def __new__(
-        cls, fingerprint: str, flag: str, context: str, tail: str, variant: str = ""
-    ) -> Key:
-        return super().__new__(cls, fingerprint, flag, context, tail, variant)
+    def __init__(
+        self, fingerprint: str, flag: str, context: str, tail: str, variant: str = ""
+    ) -> None:
+        self.fingerprint = fingerprint
+        self.flag = flag
+        self.context = context
+        self.tail = tail
+        self.variant = variant
+
+    def _parts(self) -> tuple[str, str, str, str, str]:
+        return (self.fingerprint, self.flag, self.context, self.tail, self.variant)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Key) and self._parts() == other._parts()
+
+    def __hash__(self) -> int:
+        return hash(self._parts())
+
+    def __repr__(self) -> str:
+        return f"Key{self._parts()!r}"
 
     def __str__(self) -> str:
         text = f"{self.fingerprint}{self.flag}{self.context}-{self.tail}"
@@ -90,11 +100,11 @@ class Key(_KeyParts):
 
     def base(self) -> Key:
         """The key without its ``VARIANT``."""
-        return self._replace(variant="")
+        return Key(self.fingerprint, self.flag, self.context, self.tail)
 
     def with_variant(self, variant_part: str) -> Key:
         """The key of a ``VARIANT`` of this key's base."""
-        return self._replace(variant=variant_part)
+        return Key(self.fingerprint, self.flag, self.context, self.tail, variant_part)
 
 
 class EnvState:

@@ -133,12 +133,12 @@ def parse_tier(
     kind, _, rest = text.partition(":")
     known = _KINDS.get(kind)
     if known is None:
-        forms = [k.form for k in _KINDS.values() if k.form]
+        forms = [form for _, form in _KINDS.values() if form]
         raise SpecError(
             f"tier {spec!r}: unknown kind {kind!r}; expected {', '.join(forms[:-1])} or {forms[-1]}"
         )
     try:
-        return known.parser(text, rest, _Timeouts(memcached_timeout, redis_timeout))
+        return known[0](text, rest, _Timeouts(memcached_timeout, redis_timeout))
     except SpecError as exc:
         raise SpecError(f"tier {spec!r}: {exc}") from None
     except ConfigurationError as exc:
@@ -291,22 +291,21 @@ def _from_spec(path: str) -> _Parser:
 
 
 _Parser = Callable[[str, str, _Timeouts], Tier]
-#: A kind of tier: its parser (given the whole spec, the text after the kind's colon and
-#: the timeouts, it returns the tier or raises SpecError saying what is wrong; parse_tier
-#: quotes the spec) and the form an unknown kind's message lists (empty for an alias).
-_Kind = NamedTuple("_Kind", [("parser", _Parser), ("form", str)])  # noqa: UP014
 
-#: Every kind of tier, by the text before the spec's first colon: one line each.
-_KINDS: dict[str, _Kind] = {
-    "memory": _Kind(_memory, "memory[:...]"),
-    "fs": _Kind(_filesystem, "fs[:PATH]"),
-    "filesystem": _Kind(_filesystem, ""),
-    "memcached": _Kind(_memcached, "memcached:HOST:PORT"),
-    "redis": _Kind(_redis, "redis://HOST:PORT/DB"),
-    "rediss": _Kind(_redis, "rediss://HOST:PORT/DB"),
-    "redis+unix": _Kind(_redis, "redis+unix:///PATH"),
-    "redis+cluster": _Kind(_redis, "redis+cluster://HOST:PORT,..."),
-    "sqlite": _Kind(_from_spec("tiered_bccache.tiers.sqlite:SQLiteTier"), "sqlite:PATH"),
+#: Every kind of tier, by the text before the spec's first colon, one line each: its
+#: parser (given the whole spec, the text after the kind's colon and the timeouts, it
+#: returns the tier or raises SpecError saying what is wrong; parse_tier quotes the spec)
+#: and the form an unknown kind's message lists (empty for an alias).
+_KINDS: dict[str, tuple[_Parser, str]] = {
+    "memory": (_memory, "memory[:...]"),
+    "fs": (_filesystem, "fs[:PATH]"),
+    "filesystem": (_filesystem, ""),
+    "memcached": (_memcached, "memcached:HOST:PORT"),
+    "redis": (_redis, "redis://HOST:PORT/DB"),
+    "rediss": (_redis, "rediss://HOST:PORT/DB"),
+    "redis+unix": (_redis, "redis+unix:///PATH"),
+    "redis+cluster": (_redis, "redis+cluster://HOST:PORT,..."),
+    "sqlite": (_from_spec("tiered_bccache.tiers.sqlite:SQLiteTier"), "sqlite:PATH"),
 }
 
 

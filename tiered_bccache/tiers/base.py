@@ -9,7 +9,7 @@ optional methods, ``describe`` and ``probe``, let the command line report on it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from ..errors import ConfigurationError
 
@@ -125,38 +125,38 @@ class ByteTier:
         this default does."""
 
 
-#: What the cache reads of a tier once, with the defaults of a tier that declares none
-#: (see :class:`Tier`). (Functional form: a class form under postponed annotations has
-#: typing compile each field's annotation in every process.)
-Capabilities = NamedTuple(  # noqa: UP014
-    "Capabilities",
-    [
-        ("name", str),
-        ("remote", bool),
-        ("compress", bool),
-        ("max_entry_size", "int | None"),
-        ("holds_objects", bool),
-        ("lease", "Callable[[str], FileLock] | None"),
-        ("events", "Mapping[str, int] | None"),
-        ("close", "Callable[[], object] | None"),
-    ],
-)
+class Capabilities:
+    """What the cache reads of a tier once, with the defaults of a tier that declares
+    none (see :class:`Tier`). (A plain class: a ``NamedTuple`` costs every process that
+    builds a cache a compile per field.)"""
+
+    __slots__ = (
+        "close",
+        "compress",
+        "events",
+        "holds_objects",
+        "lease",
+        "max_entry_size",
+        "name",
+        "remote",
+    )
+
+    def __init__(self, tier: object) -> None:
+        lease = getattr(tier, "lease", None)
+        close = getattr(tier, "close", None)
+        self.name = tier_name(tier)
+        self.remote = bool(getattr(tier, "remote", False))
+        self.compress = bool(getattr(tier, "compress", False))
+        self.max_entry_size: int | None = getattr(tier, "max_entry_size", None)
+        self.holds_objects = bool(getattr(tier, "holds_objects", False))
+        self.lease: Callable[[str], FileLock] | None = lease if callable(lease) else None
+        self.events: Mapping[str, int] | None = getattr(tier, "events", None)
+        self.close: Callable[[], object] | None = close if callable(close) else None
 
 
 def capabilities(tier: object) -> Capabilities:
     """What ``tier`` declares of the optional attributes and methods of :class:`Tier`."""
-    lease = getattr(tier, "lease", None)
-    close = getattr(tier, "close", None)
-    return Capabilities(
-        tier_name(tier),
-        bool(getattr(tier, "remote", False)),
-        bool(getattr(tier, "compress", False)),
-        getattr(tier, "max_entry_size", None),
-        bool(getattr(tier, "holds_objects", False)),
-        lease if callable(lease) else None,
-        getattr(tier, "events", None),
-        close if callable(close) else None,
-    )
+    return Capabilities(tier)
 
 
 def tier_name(tier: object) -> str:
