@@ -193,6 +193,15 @@ class Layer:
         entry too large for the tier, or a breaker open, is skipped and counted."""
         raise NotImplementedError
 
+    def _foreign(self, lookup: Probe, dependencies: Dependencies) -> None:
+        """An entry written by an environment whose filters or tests differ where the
+        template uses them: not this lookup's code, a miss. The first one the lookup
+        meets decides its variant key (see :meth:`TierStack.load_variant
+        <tiered_bccache.stack.TierStack.load_variant>`)."""
+        if lookup.foreign is None:
+            lookup.foreign = dependencies
+        self.guard.miss(lookup)
+
     def _too_large(self, size: int) -> bool:
         # Every reason to skip the tier comes before the breaker: a probe it hands out
         # must be answered, or it stays half-open for good.
@@ -230,9 +239,7 @@ class ObjectLayer(Layer):
             guard.rejected(EntryError("stale", "compiled from another source"), lookup)
             return None
         if not lookup.holds(held.dependencies):
-            if lookup.foreign is None:
-                lookup.foreign = held.dependencies
-            guard.miss(lookup)
+            self._foreign(lookup, held.dependencies)
             return None
         guard.counters.hits += 1
         return Payload(
@@ -240,8 +247,8 @@ class ObjectLayer(Layer):
         )
 
     def put(self, payload: Payload) -> None:
-        weight = payload.size or payload.weight()
-        if self.max_entry_size is not None and self._too_large(weight):
+        weight = payload.weight()
+        if self._too_large(weight):
             return
         held = Held(
             payload.source,
@@ -276,7 +283,7 @@ class ByteLayer(Layer):
 
     def fetch(self, lookup: Probe) -> Payload | None:
         guard = self.guard
-        if guard.breaker is not None and not guard.allow():
+        if guard.breaker is not None and not guard.allow():  # a local tier has none
             return None
         key = lookup.key
         data: bytes | None = None
@@ -296,11 +303,7 @@ class ByteLayer(Layer):
             guard.rejected(exc, lookup)
             return None
         if not lookup.holds(dependencies):
-            # Written by an environment whose filters or tests differ where this
-            # template uses them: not this one's code.
-            if lookup.foreign is None:
-                lookup.foreign = dependencies
-            guard.miss(lookup)
+            self._foreign(lookup, dependencies)
             return None
         guard.counters.hits += 1
         return Payload(
@@ -312,7 +315,7 @@ class ByteLayer(Layer):
         if self._too_large(len(value)):
             return
         guard = self.guard
-        if guard.breaker is not None and not guard.allow():
+        if guard.breaker is not None and not guard.allow():  # a local tier has none
             return
         with guard.call("set") as call:
             self.tier.set(payload.key, value)

@@ -85,8 +85,6 @@ class TierStack:
         self.lease_layer = next((la for la in self.layers if la.lease is not None), None)
         #: Where the entries of an environment that must not leave the process go.
         self.private_layers = tuple(la for la in self.layers if la.objects)
-        self.codec = codec
-        self.log = log
         self._strict = bool(strict)
 
     @property
