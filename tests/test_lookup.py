@@ -4,55 +4,22 @@ that starts the walk past the first tier, and everything else left to the walk."
 
 from __future__ import annotations
 
-import marshal
 import re
-import types
 from pathlib import Path
 
-from jinja2 import Environment, pass_context
+from jinja2 import Environment
 from jinja2.bccache import Bucket
 
+from tests.walking import BRANDED, KEY, SOURCE, brand, brand_in_context, compiled, env_with_brand
 from tiered_bccache import MemoryTier
-from tiered_bccache.compiling import Dependencies, compile_isolated
 from tiered_bccache.entry import source_digest
 from tiered_bccache.guard import Guard
-from tiered_bccache.keys import Key, name_key
 from tiered_bccache.layers import Held, ObjectLayer, Payload
 from tiered_bccache.lookup import Lookup, memory_hit
 from tiered_bccache.recorder import Recorder
 from tiered_bccache.stats import RateLimitedLog
 from tiered_bccache.tiers.base import capabilities
 from tiered_bccache.trace import TraceRecord, read_trace
-
-SOURCE = "{% for x in items %}<li>{{ x|upper }}</li>{% endfor %}"
-BRANDED = "{{ 'b'|brand }}"
-KEY = str(Key("0" * 32, "", "", name_key("list.html", None)))
-
-
-def compiled(
-    env: Environment | None = None, source: str = SOURCE
-) -> tuple[types.CodeType, Dependencies, bytes]:
-    """What the cache writes through after a compile: the code, its dependencies and
-    the two marshalled together."""
-    code, dependencies = compile_isolated(
-        env or Environment(), Environment, source, "list.html", None, False
-    )
-    return code, dependencies, marshal.dumps((dependencies, code))
-
-
-def brand(value: str) -> str:
-    return value + "!"
-
-
-@pass_context
-def brand_in_context(context: object, value: str) -> str:
-    return value + "?"
-
-
-def env_with_brand(func: object) -> Environment:
-    env = Environment()
-    env.filters["brand"] = func
-    return env
 
 
 def memory_layer(tier: MemoryTier) -> ObjectLayer:

@@ -3,69 +3,23 @@ a failing tier (isolated, or raised in strict mode), breakers, and the compile l
 
 from __future__ import annotations
 
-import marshal
 import types
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
-from jinja2 import Environment, Template, pass_context
+from jinja2 import Environment, Template
 
 from tests.conftest import SECRET
-from tiered_bccache import ByteTier, FileSystemTier, MemoryTier, TierError
+from tests.walking import KEY, SOURCE, DictTier, brand, brand_in_context, compiled
+from tiered_bccache import FileSystemTier, MemoryTier, TierError
 from tiered_bccache.breaker import CircuitBreaker
-from tiered_bccache.compiling import Dependencies, compile_isolated
 from tiered_bccache.entry import EntryCodec, is_compressed, source_digest
-from tiered_bccache.keys import Key, name_key
 from tiered_bccache.layers import Held
 from tiered_bccache.lookup import Lookup
 from tiered_bccache.stack import TierStack
 from tiered_bccache.stats import RateLimitedLog
-
-SOURCE = "{% for x in items %}<li>{{ x|upper }}</li>{% endfor %}"
-KEY = str(Key("0" * 32, "", "", name_key("list.html", None)))
-
-
-class DictTier(ByteTier):
-    """A byte tier in a dict, counting its calls; ``fail_get`` / ``fail_set`` make those
-    calls raise, as a vanished disk or a refused connection would."""
-
-    def __init__(
-        self,
-        name: str = "dict",
-        *,
-        remote: bool = False,
-        compress: bool = False,
-        max_entry_size: int | None = None,
-        fail_get: Exception | None = None,
-        fail_set: Exception | None = None,
-    ) -> None:
-        self.name = name
-        self.remote = remote
-        self.compress = compress
-        self.max_entry_size = max_entry_size
-        self.fail_get = fail_get
-        self.fail_set = fail_set
-        self.data: dict[str, bytes] = {}
-        self.gets = 0
-
-    def get(self, key: str) -> bytes | None:
-        self.gets += 1
-        if self.fail_get is not None:
-            raise self.fail_get
-        return self.data.get(key)
-
-    def set(self, key: str, value: bytes) -> None:
-        if self.fail_set is not None:
-            raise self.fail_set
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-    def clear(self) -> None:
-        self.data.clear()
 
 
 def make_stack(
@@ -82,17 +36,6 @@ def make_stack(
         strict=strict,
         log=RateLimitedLog(),
     )
-
-
-def compiled(
-    env: Environment | None = None, source: str = SOURCE
-) -> tuple[types.CodeType, Dependencies, bytes]:
-    """What the cache writes through after a compile: the code, its dependencies and
-    the two marshalled together."""
-    code, dependencies = compile_isolated(
-        env or Environment(), Environment, source, "list.html", None, False
-    )
-    return code, dependencies, marshal.dumps((dependencies, code))
 
 
 def bucket_for(
@@ -317,15 +260,6 @@ def test_garbage_under_the_key_is_a_rejected_miss_in_strict_mode_too() -> None:
     assert stack.load(bucket_for(stack)) is None
     counters = stack.layers[0].counters
     assert (counters.rejected_format, counters.misses, counters.errors) == (1, 1, 0)
-
-
-def brand(value: str) -> str:
-    return value + "!"
-
-
-@pass_context
-def brand_in_context(context: object, value: str) -> str:
-    return value + "?"
 
 
 @pytest.mark.parametrize("in_memory", [True, False])
